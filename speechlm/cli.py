@@ -1,0 +1,158 @@
+"""The ``speechlm`` command. Thin: every subcommand parses its options and calls one library function.
+
+Options come from flags and from stackable YAML files (``-c base.yaml -c override.yaml``; later
+values win, flags win over files), parsed by jsonargparse, the same parser LightningCLI uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from speechlm import __version__
+from speechlm.errors import SpeechLMError
+
+CORPORA = ("synthetic", "ljspeech", "libritts", "vctk", "librispeech", "fsdd", "generic")
+
+
+def _leaf(description: str) -> ArgumentParser:
+    p = ArgumentParser(description=description)
+    p.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config file(s); stack several")
+    return p
+
+
+def build_parser() -> ArgumentParser:
+    from speechlm.data.prepare import PrepareOptions
+
+    parser = ArgumentParser(prog="speechlm", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"speechlm {__version__}")
+    top = parser.add_subcommands(dest="command")
+
+    data = ArgumentParser(description="Corpora -> manifests -> model inputs (see data_recipes/).")
+    top.add_subcommand("data", data)  # jsonargparse wants levels added top-down
+    sub = data.add_subcommands(dest="data_command")
+
+    prep = _leaf("Scan a corpus, check every transcript and audio file, write <out>/cuts.jsonl.gz.")
+    prep.add_argument("corpus", choices=CORPORA, help="corpus layout")
+    prep.add_argument("--root", type=str, required=True, help="corpus folder")
+    prep.add_argument("--out", type=str, required=True, help="output folder for manifests")
+    prep.add_class_arguments(PrepareOptions, None)
+    sub.add_subcommand("prepare", prep)
+
+    synth = _leaf("Build the embedded synthetic corpus with offline Debian speech engines.")
+    synth.add_argument("--size", choices=("tiny", "default"), default="default")
+    synth.add_argument("--out", type=str, required=True)
+    synth.add_argument("--workers", type=int | None, default=None)
+    synth.add_argument("--corpus", type=dict | None, default=None,
+                       help="overrides of CorpusConfig fields on top of the --size preset")
+    sub.add_subcommand("synth", synth)
+
+    split = _leaf("Split <manifest> into cuts_{train,dev,test}.jsonl.gz (keeps a corpus's own splits).")
+    split.add_argument("--manifest", type=str, required=True)
+    split.add_argument("--out", type=str, required=True)
+    split.add_argument("--dev_fraction", type=float, default=0.05)
+    split.add_argument("--test_fraction", type=float, default=0.05)
+    split.add_argument("--by", choices=("text", "speaker"), default="text")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--force", type=bool, default=False)
+    sub.add_subcommand("split", split)
+
+    text = _leaf("Phonemize split manifests and build the text tokenizer from the train split.")
+    text.add_argument("--dir", type=str, required=True, help="folder holding cuts_{train,dev,test}.jsonl.gz")
+    text.add_argument("--language", type=str, default="en")
+    text.add_argument("--backend", choices=("auto", "espeak", "char"), default="auto")
+    text.add_argument("--force", type=bool, default=False)
+    sub.add_subcommand("text", text)
+
+    stats = _leaf("Print utterances, hours, speakers and durations of a manifest.")
+    stats.add_argument("manifest", type=str)
+    sub.add_subcommand("stats", stats)
+    return parser
+
+
+def _bool_flags() -> set[str]:
+    from speechlm.data.prepare import PrepareOptions
+
+    names = {f.name for f in dataclasses.fields(PrepareOptions) if f.type in (bool, "bool")}
+    return names | {"force"}
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """Accept ``--skip-bad`` as well as jsonargparse's ``--skip_bad true``.
+
+    Option names may use dashes or underscores, and a boolean option given bare means true.
+    """
+    bools = _bool_flags()
+    out: list[str] = []
+    for i, tok in enumerate(argv):
+        if tok.startswith("--") and len(tok) > 2:
+            name, eq, value = tok[2:].partition("=")
+            name = name.replace("-", "_")
+            tok = f"--{name}{eq}{value}"
+            nxt = argv[i + 1].lower() if i + 1 < len(argv) else ""
+            if not eq and name in bools and nxt not in ("true", "false", "yes", "no", "1", "0"):
+                out.extend([tok, "true"])
+                continue
+        out.append(tok)
+    return out
+
+
+def _run_data(cfg) -> int:
+    cmd = cfg.data.data_command
+    args = cfg.data[cmd]
+    if cmd == "prepare":
+        from speechlm.data.audio import AudioCheck
+        from speechlm.data.prepare import PrepareOptions, prepare
+
+        fields = {f.name for f in dataclasses.fields(PrepareOptions)}
+        opts = {k: v for k, v in vars(args).items() if k in fields}
+        opts["check"] = AudioCheck(**vars(args.check))
+        report = prepare(args.corpus, args.root, args.out, PrepareOptions(**opts))
+        print(report.summary())
+    elif cmd == "synth":
+        from speechlm.corpus.build import CorpusConfig, build_corpus
+
+        config = getattr(CorpusConfig, args.size)()
+        if args.corpus:
+            config = dataclasses.replace(config, **args.corpus)
+        build_corpus(config, args.out, workers=args.workers)
+    elif cmd == "split":
+        from speechlm.data.split import split_manifest
+
+        stats = split_manifest(args.manifest, args.out, args.dev_fraction, args.test_fraction, args.by,
+                               args.seed, args.force)
+        print(json.dumps(stats, indent=2))
+    elif cmd == "text":
+        from speechlm.data.text_stage import run_text_stage
+
+        print(run_text_stage(args.dir, args.language, args.backend, args.force).summary())
+    elif cmd == "stats":
+        from speechlm.data.manifest import iter_manifest, manifest_stats
+
+        print(json.dumps(manifest_stats(iter_manifest(args.manifest)), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = normalize_argv(sys.argv[1:] if argv is None else list(argv))
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    try:
+        if cfg.command == "data":
+            return _run_data(cfg)
+        parser.print_help()
+        return 2
+    except SpeechLMError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; finished outputs are kept and a re-run resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: manifests, corpus preparers, audio I/O, batching."""

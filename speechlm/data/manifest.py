@@ -13,10 +13,10 @@ Every corpus preparer writes this, every later stage reads it. A line is a lhots
     cut.custom["corpus"]                      preparer name ("ljspeech", "synthetic", ...)
     cut.custom["split"]                       "train" | "dev" | "test" when the corpus defines one
 
-Why lhotse rather than a private format: engineers in this field already read and write it, its
-samplers batch by duration, shard across DDP ranks and checkpoint their position, and converting to
-it from Kaldi/ESPnet/NeMo layouts is one call. :class:`Utterance` is a flat view for code that just
-needs the fields.
+Why lhotse rather than a private format: engineers in this field already read and write it, lhotse
+itself converts Kaldi/ESPnet/NeMo data dirs to it in one call, and its cuts carry anything later
+stages attach (tokens, features). :class:`Utterance` is a flat view for code that just needs the
+fields. (Batching is our own: see ``sampler.py`` for why.)
 """
 
 from __future__ import annotations

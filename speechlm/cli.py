@@ -101,25 +101,42 @@ def normalize_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def prepare_options(args):
+    """The ``PrepareOptions`` that ``speechlm data prepare`` builds from parsed flags and YAML."""
+    from speechlm.data.audio import AudioCheck
+    from speechlm.data.prepare import PrepareOptions
+
+    fields = {f.name for f in dataclasses.fields(PrepareOptions)}
+    opts = {k: v for k, v in vars(args).items() if k in fields}
+    opts["check"] = AudioCheck(**vars(args.check))
+    return PrepareOptions(**opts)
+
+
+def corpus_config(args):
+    """The ``CorpusConfig`` that ``speechlm data synth`` builds: the ``--size`` preset plus overrides."""
+    from speechlm.corpus.build import CorpusConfig
+
+    config = getattr(CorpusConfig, args.size)()
+    if args.corpus:
+        unknown = set(args.corpus) - {f.name for f in dataclasses.fields(CorpusConfig)}
+        if unknown:
+            raise SpeechLMError(f"unknown corpus option(s) {sorted(unknown)}; see CorpusConfig in "
+                                "speechlm/corpus/build.py")
+        config = dataclasses.replace(config, **args.corpus)
+    return config
+
+
 def _run_data(cfg) -> int:
     cmd = cfg.data.data_command
     args = cfg.data[cmd]
     if cmd == "prepare":
-        from speechlm.data.audio import AudioCheck
-        from speechlm.data.prepare import PrepareOptions, prepare
+        from speechlm.data.prepare import prepare
 
-        fields = {f.name for f in dataclasses.fields(PrepareOptions)}
-        opts = {k: v for k, v in vars(args).items() if k in fields}
-        opts["check"] = AudioCheck(**vars(args.check))
-        report = prepare(args.corpus, args.root, args.out, PrepareOptions(**opts))
-        print(report.summary())
+        print(prepare(args.corpus, args.root, args.out, prepare_options(args)).summary())
     elif cmd == "synth":
-        from speechlm.corpus.build import CorpusConfig, build_corpus
+        from speechlm.corpus.build import build_corpus
 
-        config = getattr(CorpusConfig, args.size)()
-        if args.corpus:
-            config = dataclasses.replace(config, **args.corpus)
-        build_corpus(config, args.out, workers=args.workers)
+        build_corpus(corpus_config(args), args.out, workers=args.workers)
     elif cmd == "split":
         from speechlm.data.split import split_manifest
 
@@ -139,13 +156,9 @@ def _run_data(cfg) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = normalize_argv(sys.argv[1:] if argv is None else list(argv))
-    parser = build_parser()
-    cfg = parser.parse_args(argv)
+    cfg = build_parser().parse_args(argv)
     try:
-        if cfg.command == "data":
-            return _run_data(cfg)
-        parser.print_help()
-        return 2
+        return _run_data(cfg)
     except SpeechLMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -1,0 +1,70 @@
+"""Every YAML under configs/ parses with the command that consumes it and builds its objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from speechlm.cli import build_parser, corpus_config, prepare_options
+from speechlm.corpus.voices import VOICES
+from speechlm.data.corpora import SCANNERS
+from speechlm.text.frontend import TextFrontend
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ALL = sorted(CONFIGS.rglob("*.yaml"))
+
+
+def _build(path: Path, tmp_path: Path):
+    """Parse ``path`` the way its command does and return the object(s) the command would build."""
+    rel = path.relative_to(CONFIGS).as_posix()
+    parser = build_parser()
+    if rel.startswith("data/prepare/"):
+        cfg = parser.parse_args(["data", "prepare", "-c", str(path), "--root", str(tmp_path), "--out", "o"])
+        args = cfg.data.prepare
+        assert args.corpus == path.stem and args.corpus in SCANNERS  # file name = corpus it configures
+        return prepare_options(args)
+    if rel.startswith("data/synth_"):
+        args = parser.parse_args(["data", "synth", "-c", str(path), "--out", "o"]).data.synth
+        config = corpus_config(args)
+        assert set(config.voices) <= set(VOICES)
+        return config
+    if rel == "data/split.yaml":
+        args = parser.parse_args(["data", "split", "-c", str(path), "--manifest", "m", "--out", "o"]).data.split
+        assert 0 <= args.dev_fraction + args.test_fraction < 1
+        return args
+    if rel.startswith("data/text_"):
+        args = parser.parse_args(["data", "text", "-c", str(path), "--dir", "d"]).data.text
+        return TextFrontend(args.language, args.backend)
+    raise AssertionError(f"no builder for {rel}: teach tests/test_configs.py which command consumes it")
+
+
+def test_configs_exist():
+    assert len(ALL) >= 10
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.relative_to(CONFIGS).as_posix())
+def test_config_builds(path, tmp_path):
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("#"), "each config opens with a comment on how to run and override it"
+    assert "Run:" in text.split("\n\n")[0] or "Run:" in text[:600]
+    yaml.safe_load(text)
+    assert _build(path, tmp_path) is not None
+
+
+def test_stacked_configs_later_file_wins(tmp_path):
+    override = tmp_path / "mine.yaml"
+    override.write_text("check:\n  max_duration: 7.5\nskip_bad: true\n", encoding="utf-8")
+    cfg = build_parser().parse_args(["data", "prepare", "-c", str(CONFIGS / "data/prepare/ljspeech.yaml"),
+                                     "-c", str(override), "--root", "r", "--out", "o"])
+    opts = prepare_options(cfg.data.prepare)
+    assert opts.check.max_duration == 7.5 and opts.skip_bad and opts.language == "en"
+
+
+def test_synth_overrides_apply_on_top_of_preset():
+    args = build_parser().parse_args(["data", "synth", "-c", str(CONFIGS / "data/synth_tiny.yaml"), "--out", "o",
+                                      "--corpus", '{"n_sentences": 30}']).data.synth
+    config = corpus_config(args)
+    assert config.n_sentences == 30 and config.voices == corpus_config(
+        build_parser().parse_args(["data", "synth", "--size", "tiny", "--out", "o"]).data.synth).voices

@@ -1,0 +1,54 @@
+# speechlm: set-up, tests, the main job and benchmarks. `make help` lists the targets.
+#
+#   make run     set up, then run the main job on the embedded default (see README.md)
+#   make test    set up, then run the test suite (what CI runs)
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+SIZE ?= default
+PYTEST_ARGS ?=
+# Offline speech engines for the embedded corpus, espeak-ng for phonemes, audio tools.
+DEB_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
+                sox libsndfile1 ffmpeg
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help setup system-deps test run demo data-tiny bench clean
+
+help:
+	@sed -n '1,4p' Makefile; echo; grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+setup: system-deps $(INSTALLED) ## Debian packages (when root), virtual environment, the package + test tools
+
+system-deps: ## install missing Debian packages with apt-get (as root), or name them
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo -n "$$p "; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "missing Debian packages: $$missing -- install them with: sudo apt-get install $$missing" >&2; exit 1; fi; \
+	fi
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@touch $@
+
+test: setup ## run the test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+run: setup ## the main job: build the embedded corpus (SIZE=default|tiny) and run its data recipe
+	SPEECHLM=$(BIN)/speechlm bash data_recipes/run.sh synthetic data/synth_$(SIZE) exp/data/synth_$(SIZE) --size $(SIZE)
+
+demo: run ## alias of `run` until the Gradio demo lands
+
+data-tiny: ## the same recipe on the tiny corpus (seconds)
+	$(MAKE) run SIZE=tiny
+
+bench: setup ## data-pipeline throughput benchmark -> eval/reports/
+	$(BIN)/python eval/bench_data.py --out eval/reports
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -84,3 +84,17 @@ def test_recipe_stage_selection_and_unknown_option(layouts, tmp_path):
     assert r.returncode == 0 and (out / "cuts.jsonl.gz").exists() and not (out / "cuts_train.jsonl.gz").exists()
     bad = _recipe("generic", str(root), str(out), "--bogus", cwd=tmp_path)
     assert bad.returncode == 2 and "unknown option: --bogus" in bad.stderr
+
+
+def test_main_job_recipe_on_tiny_synthetic_corpus(tmp_path):
+    """`make run` at SIZE=tiny: build the corpus, prepare, split by sentence, phonemize."""
+    corpus, out = tmp_path / "synth", tmp_path / "exp"
+    r = _recipe("synthetic", str(corpus), str(out), "--size", "tiny", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    splits = {s: list(iter_manifest(out / "text" / f"cuts_{s}.jsonl.gz")) for s in ("train", "dev", "test")}
+    texts = {s: {c.supervisions[0].text for c in cuts} for s, cuts in splits.items()}
+    assert all(splits.values()) and not texts["train"] & texts["test"] and not texts["train"] & texts["dev"]
+    voices = {c.supervisions[0].speaker for cuts in splits.values() for c in cuts}
+    assert len(voices) == 4 and {c.supervisions[0].speaker for c in splits["test"]} == voices
+    assert {c.recording.sampling_rate for cuts in splits.values() for c in cuts} == {24000}
+    assert TextTokenizer.load(out / "text" / "tokenizer.json").num_symbols > 30

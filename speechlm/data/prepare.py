@@ -23,6 +23,7 @@ from speechlm.data.manifest import Utterance, manifest_stats, write_manifest
 from speechlm.data.stages import fingerprint, load_stamp, write_stamp
 from speechlm.errors import BadInputError, Problem, SpeechLMError
 from speechlm.io import atomic_open
+from speechlm.text.normalize import normalize_with_report
 
 MANIFEST_NAME = "cuts.jsonl.gz"
 REJECTS_NAME = "rejects.tsv"
@@ -148,8 +149,6 @@ def check_audio_files(paths: list[Path], check: AudioCheck, cache_file: Path | N
 # ---------------------------------------------------------------------------------------- the stage
 
 def _normalize(cand: Candidate, language: str) -> tuple[str, list[str]]:
-    from speechlm.text.normalize import normalize_with_report
-
     result = normalize_with_report(cand.corpus_normalized or cand.text, language=language)
     return result.text, result.dropped
 

@@ -8,9 +8,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SIZE ?= default
 PYTEST_ARGS ?=
-# Offline speech engines for the embedded corpus, espeak-ng for phonemes, audio tools.
+# Offline speech engines for the embedded corpus, espeak-ng for phonemes, audio tools, classic
+# codecs for the codec benchmark, and Chromium for the browser tests (driven by Playwright).
 DEB_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
-                sox libsndfile1 ffmpeg
+                sox libsndfile1 ffmpeg codec2 opus-tools chromium
 INSTALLED := $(VENV)/.installed
 
 .PHONY: help setup system-deps test run demo data-tiny bench clean

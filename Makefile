@@ -7,6 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 SIZE ?= default
+SHARED ?= ../shared/data
 PYTEST_ARGS ?=
 # Offline speech engines for the embedded corpus, espeak-ng for phonemes, audio tools, classic
 # codecs for the codec benchmark, and Chromium for the browser tests (driven by Playwright).
@@ -14,7 +15,7 @@ DEB_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k fest
                 sox libsndfile1 ffmpeg codec2 opus-tools chromium
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help setup system-deps test run demo data-tiny bench clean
+.PHONY: help setup system-deps test run demo data-tiny codec-data train-codec bench clean
 
 help:
 	@sed -n '1,4p' Makefile; echo; grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -47,6 +48,14 @@ demo: run ## alias of `run` until the Gradio demo lands
 
 data-tiny: ## the same recipe on the tiny corpus (seconds)
 	$(MAKE) run SIZE=tiny
+
+codec-data: run ## training data for the codec: embedded corpus + shared LibriSpeech train-clean-100 sample + FSDD
+	SPEECHLM=$(BIN)/speechlm bash data_recipes/run.sh generic $(SHARED)/librispeech_train_clean_100 exp/data/libri100 \
+	  --stop-stage 1 -- --require-text false
+	SPEECHLM=$(BIN)/speechlm bash data_recipes/run.sh fsdd $(SHARED)/fsdd exp/data/fsdd --stop-stage 2
+
+train-codec: codec-data ## train (or resume) the codec + vocoder: configs/codec/base.yaml
+	$(BIN)/speechlm train codec -c configs/codec/base.yaml $(TRAIN_ARGS)
 
 bench: setup ## data-pipeline throughput benchmark -> eval/reports/
 	$(BIN)/python eval/bench_data.py --out eval/reports

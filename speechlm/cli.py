@@ -155,8 +155,16 @@ def _run_data(cfg) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = normalize_argv(sys.argv[1:] if argv is None else list(argv))
-    cfg = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # LightningCLI parses its own arguments
+        from speechlm.train import main as train_main
+
+        try:
+            return train_main(argv[1:])
+        except SpeechLMError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    cfg = build_parser().parse_args(normalize_argv(argv))
     try:
         return _run_data(cfg)
     except SpeechLMError as e:

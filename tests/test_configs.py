@@ -37,6 +37,18 @@ def _build(path: Path, tmp_path: Path):
     if rel.startswith("data/text_"):
         args = parser.parse_args(["data", "text", "-c", str(path), "--dir", "d"]).data.text
         return TextFrontend(args.language, args.backend)
+    if rel.startswith("codec/"):
+        from speechlm.train import build_cli
+
+        args = ["-c", str(CONFIGS / "codec/base.yaml")]
+        if path.name != "base.yaml":
+            args += ["-c", str(path)]
+        # No GPU here: the GPU overlay's keys are still parsed and validated, its devices swapped for CPU.
+        args += ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
+                 "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path)]
+        cli = build_cli("codec", args)
+        assert cli.model.model.frame_rate <= 25 and cli.model.model.bitrate <= 1000
+        return cli.model
     raise AssertionError(f"no builder for {rel}: teach tests/test_configs.py which command consumes it")
 
 

@@ -1,0 +1,74 @@
+"""Stage 1 codec training: tokenizer + vocoder end to end with multi-resolution mel/STFT losses.
+
+Adversarial fine-tuning of the vocoder on frozen tokens is stage 2 (``speechlm.vocoder.lightning``):
+spectral losses alone train fast and give the tokens their content; the GAN then restores the fine
+detail (phase, noise) that makes the waveform sound natural.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from speechlm.codec.model import CodecConfig, codebook_stats
+from speechlm.codec.neural import NeuralCodec
+from speechlm.vocoder.losses import MultiResolutionMelLoss, MultiResolutionSTFTLoss
+from speechlm.vocoder.model import VocoderConfig
+
+
+def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.05) -> float:
+    """LR multiplier: linear warmup, then cosine decay to ``floor``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class CodecModule(L.LightningModule):
+    def __init__(self, codec: CodecConfig = CodecConfig(), vocoder: VocoderConfig = VocoderConfig(),
+                 lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 500, max_steps: int = 100_000,
+                 quantizer_dropout: float = 0.5, mel_weight: float = 1.0, stft_weight: float = 1.0,
+                 commit_weight: float = 0.25, name: str = "speechlm-codec", export_dir: str | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = NeuralCodec(codec, vocoder, name=name)
+        self.mel_loss = MultiResolutionMelLoss(codec.sample_rate)
+        self.stft_loss = MultiResolutionSTFTLoss()
+
+    def _step(self, wav: torch.Tensor, train: bool) -> dict[str, torch.Tensor]:
+        h = self.hparams
+        n_q = self.model.codec_config.n_codebooks
+        if train and torch.rand(()) < h.quantizer_dropout:  # keep lower bitrates usable
+            n_q = int(torch.randint(1, n_q + 1, ()))
+        out = self.model.tokenizer(wav, n_codebooks=n_q)
+        y = self.model.vocoder(out.latent)[..., : wav.shape[-1]]
+        mel, stft = self.mel_loss(y, wav), self.stft_loss(y, wav)
+        loss = h.mel_weight * mel + h.stft_weight * stft + h.commit_weight * out.commit_loss
+        return {"loss": loss, "mel": mel, "stft": stft, "commit": out.commit_loss, "codes": out.codes}
+
+    def training_step(self, wav: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        r = self._step(wav, train=True)
+        self.log_dict({f"train/{k}": r[k] for k in ("loss", "mel", "stft", "commit")}, prog_bar=True)
+        cfg = self.model.codec_config
+        if self.global_step % 50 == 0 and r["codes"].shape[1] == cfg.n_codebooks:
+            stats = codebook_stats(r["codes"], cfg.codebook_size)
+            self.log_dict({f"codebook/{k}": v for k, v in stats.items()})
+        return r["loss"]
+
+    def validation_step(self, wav: torch.Tensor, batch_idx: int) -> None:
+        r = self._step(wav, train=False)
+        self.log_dict({f"val/{k}": r[k] for k in ("loss", "mel", "stft")}, prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self):
+        h = self.hparams
+        opt = torch.optim.AdamW(self.model.parameters(), lr=h.lr, betas=(0.8, 0.99), weight_decay=h.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, h.warmup_steps, h.max_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_validation_epoch_end(self) -> None:
+        # Keep an up-to-date, loadable export next to the checkpoints (rank 0 only).
+        if self.hparams.export_dir and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self.model.save_pretrained(Path(self.hparams.export_dir))

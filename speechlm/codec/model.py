@@ -1,0 +1,159 @@
+"""The project's speech tokenizer: log-mel -> conv encoder (100 Hz -> 25 Hz) -> residual VQ -> codes.
+
+Why mel in, not raw waveform (as EnCodec/Mimi do): the tokens only need to carry what a listener and
+the LM need (content, prosody, coarse timbre); a mel front end drops phase and makes the encoder
+small and fast enough to train on CPU. The vocoder (``speechlm.vocoder``) restores the waveform.
+
+Default: 25 Hz frames x 4 codebooks x 1024 entries = 1000 bit/s. Training with quantizer dropout
+(a random number of codebooks per step) makes the first 1, 2 or 3 codebooks usable on their own, so
+the same model also runs at 250, 500 or 750 bit/s.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from encodec.quantization import ResidualVectorQuantizer
+from torch import nn
+
+
+@dataclass
+class CodecConfig:
+    sample_rate: int = 24000
+    n_fft: int = 1024
+    hop_length: int = 240  # 100 Hz analysis frames
+    n_mels: int = 100
+    strides: list[int] = field(default_factory=lambda: [2, 2])  # 100 Hz -> 25 Hz
+    dim: int = 256
+    blocks_per_stage: int = 2
+    latent_dim: int = 128
+    n_codebooks: int = 4
+    codebook_size: int = 1024
+    kmeans_init: bool = True
+    dead_code_threshold: int = 2  # EMA cluster size below which a code is re-seeded from the batch
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.hop_length * math.prod(self.strides)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.samples_per_frame
+
+    @property
+    def bitrate(self) -> float:
+        return self.frame_rate * self.n_codebooks * math.log2(self.codebook_size)
+
+    @classmethod
+    def tiny(cls) -> "CodecConfig":
+        """For tests: a few thousand parameters, same frame rate and shapes."""
+        return cls(dim=16, blocks_per_stage=1, latent_dim=8, n_codebooks=2, codebook_size=16, n_mels=20,
+                   kmeans_init=False)
+
+    @classmethod
+    def default(cls) -> "CodecConfig":
+        return cls()
+
+
+class MelSpectrogram(nn.Module):
+    """Log-mel frames ``[B, n_mels, L / hop]`` for audio ``[B, L]`` with L a multiple of ``hop``."""
+
+    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int):
+        super().__init__()
+        import torchaudio  # deferred: importing torchaudio costs ~0.5 s
+
+        self.hop_length = hop_length
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, center=True, power=1.0)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(wav.device.type, enabled=False):  # STFT in fp32 even under bf16 training
+            mel = self.mel(wav.float())
+        # center=True yields L/hop + 1 frames; the last one only covers padding.
+        return torch.log(mel[..., : wav.shape[-1] // self.hop_length].clamp(min=1e-5))
+
+
+class ResBlock(nn.Module):
+    """Two dilated convs with a residual connection (the EnCodec/SEANet encoder block)."""
+
+    def __init__(self, dim: int, dilation: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.GELU(), nn.Conv1d(dim, dim, 3, dilation=dilation, padding=dilation),
+            nn.GELU(), nn.Conv1d(dim, dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class CodecEncoder(nn.Module):
+    """Log-mel ``[B, n_mels, T100]`` -> latent ``[B, latent_dim, T100 / prod(strides)]``."""
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv1d(cfg.n_mels, cfg.dim, 7, padding=3)]
+        for stride in cfg.strides:
+            layers += [ResBlock(cfg.dim, 3 ** i) for i in range(cfg.blocks_per_stage)]
+            layers += [nn.GELU(), nn.Conv1d(cfg.dim, cfg.dim, 2 * stride, stride=stride, padding=stride // 2)]
+        layers += [ResBlock(cfg.dim, 1), nn.GELU(), nn.Conv1d(cfg.dim, cfg.latent_dim, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+        self.total_stride = math.prod(cfg.strides)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.net(mel)[..., : mel.shape[-1] // self.total_stride]
+
+
+@dataclass
+class CodecOutput:
+    latent: torch.Tensor  # [B, D, T] quantized latent (straight-through in training)
+    codes: torch.Tensor  # [B, K, T]
+    commit_loss: torch.Tensor
+    n_codebooks: int
+
+
+class SpeechTokenizer(nn.Module):
+    """Encoder + residual VQ. ``encode`` gives codes; ``embed`` turns codes back into the latent."""
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mel = MelSpectrogram(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels)
+        self.encoder = CodecEncoder(cfg)
+        self.quantizer = ResidualVectorQuantizer(
+            dimension=cfg.latent_dim, n_q=cfg.n_codebooks, bins=cfg.codebook_size,
+            kmeans_init=cfg.kmeans_init, threshold_ema_dead_code=cfg.dead_code_threshold)
+
+    def forward(self, wav: torch.Tensor, n_codebooks: int | None = None) -> CodecOutput:
+        """``wav [B, L]`` (L a multiple of ``samples_per_frame``) -> quantized latent and codes."""
+        n_q = n_codebooks or self.cfg.n_codebooks
+        z = self.encoder(self.mel(wav))
+        with torch.autocast(wav.device.type, enabled=False):  # codebook distances in fp32
+            quantized, codes, commit = self.quantizer.vq(z.float(), n_q=n_q)
+        return CodecOutput(latent=quantized, codes=codes.transpose(0, 1), commit_loss=commit.mean(), n_codebooks=n_q)
+
+    def encode(self, wav: torch.Tensor, n_codebooks: int | None = None) -> torch.Tensor:
+        z = self.encoder(self.mel(wav))
+        return self.quantizer.vq.encode(z.float(), n_q=n_codebooks or self.cfg.n_codebooks).transpose(0, 1)
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes [B, K, T]`` (any K <= n_codebooks) -> latent ``[B, D, T]`` (sum of codebook vectors)."""
+        return self.quantizer.vq.decode(codes.transpose(0, 1))
+
+
+def codebook_stats(codes: torch.Tensor, codebook_size: int) -> dict[str, float]:
+    """Per-codebook usage (fraction of entries used in the batch) and perplexity, for logging."""
+    stats = {}
+    for k in range(codes.shape[1]):
+        counts = torch.bincount(codes[:, k].reshape(-1), minlength=codebook_size).float()
+        p = counts / counts.sum()
+        entropy = -(p[p > 0] * p[p > 0].log()).sum()
+        stats[f"usage_{k}"] = float((counts > 0).float().mean())
+        stats[f"perplexity_{k}"] = float(entropy.exp())
+    return stats
+
+
+def pad_to_frames(wav: torch.Tensor, samples_per_frame: int) -> torch.Tensor:
+    return F.pad(wav, (0, (-wav.shape[-1]) % samples_per_frame))

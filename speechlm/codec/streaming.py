@@ -1,0 +1,98 @@
+"""Chunked encoding and streaming decoding whose output matches the full pass.
+
+Both work the same way: process a window of frames with ``context`` extra frames on each side and
+keep only the middle. The codec's convolutions are non-causal but of finite reach, so when
+``context`` covers their receptive field every kept sample equals the full-pass sample (up to float
+rounding); ``tests/test_codec.py`` checks it. A smaller ``lookahead`` lowers streaming latency at a
+measured, small cost in exactness.
+
+Chunked encoding also bounds memory: a 1-hour file is encoded window by window.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from speechlm.codec.base import Codec, check_codes, prepare_waveform
+
+
+def default_context(codec: Codec) -> int:
+    """Frames of context that make chunked processing match the full pass for ``codec``."""
+    vocoder = getattr(codec, "vocoder", None)
+    return max(8, vocoder.receptive_frames if vocoder is not None else 8)
+
+
+@torch.inference_mode()
+def encode_chunked(codec: Codec, wav: torch.Tensor, sample_rate: int | None = None, chunk_frames: int = 750,
+                   context: int | None = None) -> torch.Tensor:
+    """``codec.encode`` in windows of ``chunk_frames`` frames (30 s at 25 Hz); same codes as one pass."""
+    wav = prepare_waveform(wav, sample_rate, codec.sample_rate)
+    spf, ctx = codec.samples_per_frame, context if context is not None else default_context(codec)
+    n_frames = codec.num_frames(wav.shape[-1])
+    wav = torch.nn.functional.pad(wav, (0, n_frames * spf - wav.shape[-1]))
+    out = []
+    for start in range(0, n_frames, chunk_frames):
+        end = min(start + chunk_frames, n_frames)
+        lo, hi = max(0, start - ctx), min(n_frames, end + ctx)
+        codes = codec._encode(wav[:, lo * spf: hi * spf])
+        out.append(codes[..., start - lo: end - lo])
+    return torch.cat(out, dim=-1)
+
+
+class StreamingDecoder:
+    """Feed codes as they arrive (``push``), get audio as soon as it is final; ``flush`` at the end.
+
+    Audio for frame ``t`` is emitted once frames up to ``t + lookahead`` are known (or the stream
+    ended). With ``lookahead >= default_context(codec)`` the concatenated output equals
+    ``codec.decode`` of all codes at once.
+    """
+
+    def __init__(self, codec: Codec, lookahead: int | None = None, context: int | None = None):
+        self.codec = codec
+        full = default_context(codec)
+        self.lookahead = full if lookahead is None else lookahead
+        self.context = full if context is None else context
+        self._codes: torch.Tensor | None = None  # every frame received, [B, K, T]
+        self._emitted = 0  # frames whose audio has been returned
+
+    @torch.inference_mode()
+    def _render(self, start: int, end: int) -> torch.Tensor:
+        total = self._codes.shape[-1]
+        lo, hi = max(0, start - self.context), min(total, end + self.context)
+        wav = self.codec._decode(self._codes[..., lo:hi])
+        spf = self.codec.samples_per_frame
+        return wav[..., (start - lo) * spf: (end - lo) * spf]
+
+    def push(self, codes: torch.Tensor) -> torch.Tensor:
+        """Add ``codes [B, K, n]``; returns the audio ``[B, samples]`` that became final (may be empty)."""
+        check_codes(codes, self.codec.info)
+        self._codes = codes if self._codes is None else torch.cat([self._codes, codes], dim=-1)
+        ready = self._codes.shape[-1] - self.lookahead
+        if ready <= self._emitted:
+            return torch.zeros(codes.shape[0], 0)
+        wav = self._render(self._emitted, ready)
+        self._emitted = ready
+        return wav
+
+    def flush(self) -> torch.Tensor:
+        """The audio of every frame not yet returned (the stream has ended)."""
+        if self._codes is None or self._emitted >= self._codes.shape[-1]:
+            return torch.zeros(0 if self._codes is None else self._codes.shape[0], 0)
+        wav = self._render(self._emitted, self._codes.shape[-1])
+        self._emitted = self._codes.shape[-1]
+        return wav
+
+
+def decode_stream(codec: Codec, codes: torch.Tensor, chunk_frames: int = 5,
+                  lookahead: int | None = None) -> Iterator[torch.Tensor]:
+    """Decode ``codes`` as if they arrived ``chunk_frames`` at a time; yields audio chunks."""
+    dec = StreamingDecoder(codec, lookahead)
+    for start in range(0, codes.shape[-1], chunk_frames):
+        wav = dec.push(codes[..., start: start + chunk_frames])
+        if wav.shape[-1]:
+            yield wav
+    tail = dec.flush()
+    if tail.shape[-1]:
+        yield tail

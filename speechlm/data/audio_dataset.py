@@ -1,0 +1,75 @@
+"""Random fixed-length audio crops from manifests, for codec and vocoder training."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from speechlm.data.manifest import iter_manifest
+from speechlm.errors import SpeechLMError
+
+
+class AudioCropDataset(Dataset):
+    """One item per utterance: a random ``segment_seconds`` crop, mono, resampled, with random gain.
+
+    Only the crop is read from disk (``soundfile`` seeks), so long files cost no more than short
+    ones. Clips shorter than the segment are zero-padded at the end.
+    """
+
+    def __init__(self, manifests: list[str], sample_rate: int = 24000, segment_seconds: float = 1.0,
+                 gain_db: tuple[float, float] = (-6.0, 3.0), random_crop: bool = True):
+        self.items = []
+        for m in manifests:
+            for cut in iter_manifest(m):
+                rec = cut.recording
+                self.items.append((rec.sources[0].source, rec.sampling_rate, int(cut.start * rec.sampling_rate),
+                                   int(cut.duration * rec.sampling_rate)))
+        if not self.items:
+            raise SpeechLMError(f"no utterances in {manifests}")
+        self.sample_rate, self.segment = sample_rate, int(segment_seconds * sample_rate)
+        self.gain_db, self.random_crop = gain_db, random_crop
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        path, sr, offset, length = self.items[i]
+        want = int(np.ceil(self.segment * sr / self.sample_rate))
+        start = offset + (int(torch.randint(0, max(1, length - want + 1), ())) if self.random_crop else 0)
+        wav, _ = sf.read(path, start=start, frames=min(want, length), dtype="float32", always_2d=True)
+        wav = torch.from_numpy(wav.mean(axis=1))
+        if sr != self.sample_rate:
+            import torchaudio.functional as AF
+
+            wav = AF.resample(wav, sr, self.sample_rate)
+        wav = torch.nn.functional.pad(wav[: self.segment], (0, max(0, self.segment - wav.shape[-1])))
+        if self.random_crop and self.gain_db:
+            wav = wav * 10 ** (float(torch.empty(()).uniform_(*self.gain_db)) / 20)
+        return wav.clamp(-1, 1)
+
+
+class AudioDataModule(L.LightningDataModule):
+    """Train and validation crops from lhotse manifests (``speechlm data prepare`` output)."""
+
+    def __init__(self, train_manifests: list[str], val_manifests: list[str], sample_rate: int = 24000,
+                 segment_seconds: float = 1.0, batch_size: int = 8, num_workers: int = 1,
+                 val_segment_seconds: float = 2.0):
+        super().__init__()
+        self.save_hyperparameters()
+
+    def setup(self, stage: str | None = None) -> None:
+        h = self.hparams
+        self.train_set = AudioCropDataset(h.train_manifests, h.sample_rate, h.segment_seconds)
+        self.val_set = AudioCropDataset(h.val_manifests, h.sample_rate, h.val_segment_seconds, random_crop=False)
+
+    def train_dataloader(self) -> DataLoader:
+        h = self.hparams
+        return DataLoader(self.train_set, batch_size=h.batch_size, shuffle=True, drop_last=True,
+                          num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        h = self.hparams
+        return DataLoader(self.val_set, batch_size=h.batch_size, num_workers=0)

@@ -1,0 +1,53 @@
+"""``speechlm train STAGE [LightningCLI args]``: fit a stage from stackable YAML configs.
+
+A thin wrapper over LightningCLI: ``-c`` files and ``--trainer.* / --model.* / --data.*`` flags are
+LightningCLI's own. Re-running the same command after a crash resumes from
+``<trainer.default_root_dir>/checkpoints/last.ckpt`` (step, optimizer, scheduler and loop state);
+``--fresh`` ignores it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from speechlm.errors import SpeechLMError
+
+STAGES = {
+    "codec": ("speechlm.codec.lightning", "CodecModule", "speechlm.data.audio_dataset", "AudioDataModule"),
+}
+
+
+def build_cli(stage: str, args: list[str], run: bool = False):
+    """The LightningCLI for ``stage`` parsed from ``args`` (model, datamodule and trainer instantiated)."""
+    import importlib
+
+    from lightning.pytorch.cli import LightningCLI
+
+    if stage not in STAGES:
+        raise SpeechLMError(f"unknown training stage '{stage}'; known: {', '.join(STAGES)}")
+    mod, model_cls, dmod, data_cls = STAGES[stage]
+    model_class = getattr(importlib.import_module(mod), model_cls)
+    data_class = getattr(importlib.import_module(dmod), data_cls)
+    return LightningCLI(model_class, data_class, args=args, run=run, save_config_kwargs={"overwrite": True},
+                        parser_kwargs={"description": f"Train the {stage} stage."})
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: speechlm train {{{','.join(STAGES)}}} -c CONFIG.yaml [-c MORE.yaml] [--fresh] "
+              "[LightningCLI flags]")
+        return 0 if argv else 2
+    stage, rest = argv[0], argv[1:]
+    fresh = "--fresh" in rest
+    rest = [a for a in rest if a != "--fresh"]
+    cli = build_cli(stage, rest)
+    ckpt_dir = Path(cli.trainer.default_root_dir) / "checkpoints"
+    for cb in cli.trainer.checkpoint_callbacks:  # one known place, so a re-run finds last.ckpt
+        cb.dirpath = cb.dirpath or str(ckpt_dir)
+    last = ckpt_dir / "last.ckpt"
+    ckpt = str(last) if last.exists() and not fresh else None
+    if ckpt:
+        print(f"resuming from {ckpt}", file=sys.stderr)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt)
+    return 0

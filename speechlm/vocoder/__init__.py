@@ -1,0 +1,1 @@
+"""Vocoders: token latent -> waveform models, GAN and spectral losses, LightningModule."""

@@ -16,6 +16,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from speechlm import __version__
 from speechlm.errors import SpeechLMError
 
+CODEC_HELP = "default | a saved codec folder | encodec_24khz[@kbps]"
 CORPORA = ("synthetic", "ljspeech", "libritts", "vctk", "librispeech", "fsdd", "generic")
 
 
@@ -71,6 +72,27 @@ def build_parser() -> ArgumentParser:
     stats = _leaf("Print utterances, hours, speakers and durations of a manifest.")
     stats.add_argument("manifest", type=str)
     sub.add_subcommand("stats", stats)
+
+    tok = _leaf("Encode the split manifests into token shards (<dir>/tokens/<codec>/) for LM training.")
+    tok.add_argument("--dir", type=str, required=True, help="folder holding cuts_{train,dev,test}.jsonl.gz")
+    tok.add_argument("--codec", type=str, default="default", help=CODEC_HELP)
+    tok.add_argument("--shard_size", type=int, default=500)
+    tok.add_argument("--workers", type=int | None, default=None)
+    tok.add_argument("--force", type=bool, default=False)
+    sub.add_subcommand("tokenize", tok)
+
+    codec = ArgumentParser(description="Speech <-> tokens with a codec (default: the bundled one).")
+    top.add_subcommand("codec", codec)
+    csub = codec.add_subcommands(dest="codec_command")
+    for name, a, b, what in (("encode", "input", "output", "audio file -> token file"),
+                             ("decode", "input", "output", "token file -> WAV"),
+                             ("resynth", "input", "output", "audio file -> tokens -> WAV")):
+        leaf = _leaf(what)
+        leaf.add_argument(a, type=str)
+        leaf.add_argument(b, type=str)
+        leaf.add_argument("--codec", type=str, default="default", help=CODEC_HELP)
+        leaf.add_argument("--n_codebooks", type=int | None, default=None, help="fewer codebooks = lower bitrate")
+        csub.add_subcommand(name, leaf)
     return parser
 
 
@@ -147,11 +169,52 @@ def _run_data(cfg) -> int:
         from speechlm.data.text_stage import run_text_stage
 
         print(run_text_stage(args.dir, args.language, args.backend, args.force).summary())
+    elif cmd == "tokenize":
+        from speechlm.data.tokenize_stage import run_tokenize_stage
+
+        print(run_tokenize_stage(args.dir, args.codec, args.shard_size, args.workers, args.force).summary())
     elif cmd == "stats":
         from speechlm.data.manifest import iter_manifest, manifest_stats
 
         print(json.dumps(manifest_stats(iter_manifest(args.manifest)), indent=2))
     return 0
+
+
+def _run_codec(cfg) -> int:
+    from speechlm.codec.registry import load_codec
+    from speechlm.codec.streaming import encode_file
+    from speechlm.codec.tokens import load_tokens, save_tokens
+
+    cmd = cfg.codec.codec_command
+    args = cfg.codec[cmd]
+    codec = load_codec(args.codec, args.n_codebooks) if args.n_codebooks else load_codec(args.codec)
+    if cmd in ("encode", "resynth"):
+        codes, n = encode_file(codec, args.input)
+        if cmd == "encode":
+            save_tokens(args.output, codec.info, [Path(args.input).stem], [codes[0]], [n])
+            print(f"{args.input}: {codes.shape[-1]} frames x {codes.shape[1]} codebooks at {codec.frame_rate:g} Hz "
+                  f"({codec.bitrate:g} bit/s) -> {args.output}")
+            return 0
+        wav = codec.decode(codes, n)[0]
+    else:
+        tokens = load_tokens(args.input, expect=codec.info)
+        codes, n = tokens.codes[0], tokens.num_samples[0]
+        wav = codec.decode(codes[None], n)[0]
+    _write_wav(args.output, wav.numpy(), codec.sample_rate)
+    print(f"{args.input} -> {args.output} ({len(wav) / codec.sample_rate:.2f} s at {codec.sample_rate} Hz)")
+    return 0
+
+
+def _write_wav(path: str, wav, sample_rate: int) -> None:
+    import soundfile as sf
+
+    from speechlm.io import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            sf.write(str(tmp), wav, sample_rate, format="WAV", subtype="PCM_16")
+    except PermissionError:
+        raise SpeechLMError(f"{path}: output location is not writable") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     cfg = build_parser().parse_args(normalize_argv(argv))
     try:
-        return _run_data(cfg)
+        return _run_codec(cfg) if cfg.command == "codec" else _run_data(cfg)
     except SpeechLMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -11,11 +11,12 @@ Chunked encoding also bounds memory: a 1-hour file is encoded window by window.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import torch
 
-from speechlm.codec.base import Codec, check_codes, prepare_waveform
+from speechlm.codec.base import Codec, CodecInputError, check_codes, prepare_waveform
 
 
 def default_context(codec: Codec) -> int:
@@ -25,20 +26,62 @@ def default_context(codec: Codec) -> int:
 
 
 @torch.inference_mode()
-def encode_chunked(codec: Codec, wav: torch.Tensor, sample_rate: int | None = None, chunk_frames: int = 750,
-                   context: int | None = None) -> torch.Tensor:
-    """``codec.encode`` in windows of ``chunk_frames`` frames (30 s at 25 Hz); same codes as one pass."""
-    wav = prepare_waveform(wav, sample_rate, codec.sample_rate)
-    spf, ctx = codec.samples_per_frame, context if context is not None else default_context(codec)
-    n_frames = codec.num_frames(wav.shape[-1])
-    wav = torch.nn.functional.pad(wav, (0, n_frames * spf - wav.shape[-1]))
+def _encode_windows(codec: Codec, read, n_frames: int, chunk_frames: int, context: int | None) -> torch.Tensor:
+    """Encode frames ``[0, n_frames)`` window by window; ``read(lo, hi)`` returns audio ``[B, (hi-lo)*spf]``
+    for frames ``lo..hi`` at the codec's rate."""
+    ctx = context if context is not None else default_context(codec)
     out = []
     for start in range(0, n_frames, chunk_frames):
         end = min(start + chunk_frames, n_frames)
         lo, hi = max(0, start - ctx), min(n_frames, end + ctx)
-        codes = codec._encode(wav[:, lo * spf: hi * spf])
-        out.append(codes[..., start - lo: end - lo])
+        out.append(codec._encode(read(lo, hi))[..., start - lo: end - lo])
     return torch.cat(out, dim=-1)
+
+
+def encode_chunked(codec: Codec, wav: torch.Tensor, sample_rate: int | None = None, chunk_frames: int = 750,
+                   context: int | None = None) -> torch.Tensor:
+    """``codec.encode`` in windows of ``chunk_frames`` frames (30 s at 25 Hz); same codes as one pass."""
+    wav = prepare_waveform(wav, sample_rate, codec.sample_rate)
+    spf, n_frames = codec.samples_per_frame, codec.num_frames(wav.shape[-1])
+    wav = torch.nn.functional.pad(wav, (0, n_frames * spf - wav.shape[-1]))
+    return _encode_windows(codec, lambda lo, hi: wav[:, lo * spf: hi * spf], n_frames, chunk_frames, context)
+
+
+def encode_file(codec: Codec, path, chunk_frames: int = 750, context: int | None = None) -> tuple[torch.Tensor, int]:
+    """Encode an audio file of any length and rate with memory bounded by one window.
+
+    Returns ``(codes [1, K, T], num_samples)`` with ``num_samples`` counted at the codec's rate.
+    Each window is read from disk (with context), mixed to mono and resampled on its own; the
+    context frames absorb the resampler's edge effects. Window starts fall on whole samples at the
+    usual rates (8, 11.025, 16, 22.05, 44.1, 48 kHz: a 40 ms frame is an integer number of samples).
+    """
+    import soundfile as sf
+
+    from speechlm.data.audio import AudioError
+
+    if not Path(path).is_file():
+        raise AudioError(path, "file does not exist")
+    try:
+        f = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioError(path, f"cannot decode audio: {e}") from None
+    with f:
+        sr, total = f.samplerate, f.frames
+        if total == 0:
+            raise CodecInputError(f"{path}: audio is empty (0 samples)")
+        num_samples = round(total * codec.sample_rate / sr)
+        spf = codec.samples_per_frame
+        n_frames = codec.num_frames(num_samples)
+
+        def read(lo: int, hi: int) -> torch.Tensor:
+            a, b = round(lo * spf * sr / codec.sample_rate), round(hi * spf * sr / codec.sample_rate)
+            f.seek(min(a, total))
+            wav = prepare_waveform(f.read(b - a, dtype="float32", always_2d=True).T[None], sr, codec.sample_rate) \
+                if b > a and a < total else torch.zeros(1, 0)
+            want = (hi - lo) * spf
+            return torch.nn.functional.pad(wav, (0, max(0, want - wav.shape[-1])))[..., :want]
+
+        return _encode_windows(codec, read, n_frames, chunk_frames, context), num_samples
 
 
 class StreamingDecoder:

@@ -93,6 +93,11 @@ def build_parser() -> ArgumentParser:
         leaf.add_argument("--codec", type=str, default="default", help=CODEC_HELP)
         leaf.add_argument("--n_codebooks", type=int | None, default=None, help="fewer codebooks = lower bitrate")
         csub.add_subcommand(name, leaf)
+
+    from speechlm.eval.cli import add_eval_arguments
+
+    evaluate = _leaf("Score synthesized audio: WER/CER, speaker similarity, DNSMOS, duration, codec fidelity.")
+    top.add_subcommand("eval", add_eval_arguments(evaluate))
     return parser
 
 
@@ -229,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     cfg = build_parser().parse_args(normalize_argv(argv))
     try:
+        if cfg.command == "eval":
+            from speechlm.eval.cli import run_eval_command
+
+            return run_eval_command(cfg.eval)
         return _run_codec(cfg) if cfg.command == "codec" else _run_data(cfg)
     except SpeechLMError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -98,3 +98,20 @@ def test_main_job_recipe_on_tiny_synthetic_corpus(tmp_path):
     assert len(voices) == 4 and {c.supervisions[0].speaker for c in splits["test"]} == voices
     assert {c.recording.sampling_rate for cuts in splits.values() for c in cuts} == {24000}
     assert TextTokenizer.load(out / "text" / "tokenizer.json").num_symbols > 30
+
+
+def test_eval_command_scores_a_manifest(tmp_path, capsys):
+    from tests.conftest import write_wav
+
+    ref = write_wav(tmp_path / "ref.wav", seconds=1.0, seed=1)
+    out = write_wav(tmp_path / "out.wav", seconds=1.2, seed=1)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "u1", "audio": "out.wav", "reference_audio": "ref.wav"}) + "\n")
+    assert main(["eval", "--manifest", str(manifest), "--out", str(tmp_path / "r"), "--metrics",
+                 "duration,fidelity", "--plots", "false"]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert "1.2" in json.dumps(report)  # duration ratio 1.2 s / 1.0 s
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "u1"}\n{not json\n')
+    assert main(["eval", "--manifest", str(bad), "--out", str(tmp_path / "r2")]) == 1
+    assert "bad.jsonl" in capsys.readouterr().err

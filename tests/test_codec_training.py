@@ -34,3 +34,25 @@ def test_tiny_codec_trains_exports_and_resumes(layouts, tmp_path):
     resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["global_step"] == 6
     assert resumed["optimizer_states"][0]["state"]  # optimizer moments came along
+
+
+def test_tiny_vocoder_gan_stage_on_frozen_tokens(layouts, tmp_path):
+    root = layouts.generic_table(lines=[f"u{i}|s|Sentence {i}." for i in range(4)])
+    prepare("generic", root, tmp_path / "data", progress=False)
+    manifest = str(tmp_path / "data" / "cuts.jsonl.gz")
+    torch.manual_seed(0)
+    from speechlm.codec.model import CodecConfig
+    from speechlm.vocoder.model import VocoderConfig
+
+    start = NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny())
+    start.save_pretrained(tmp_path / "codec")
+    vocoder_cfgs = CONFIGS.parent / "vocoder"
+    args = ["vocoder", "-c", str(vocoder_cfgs / "base.yaml"), "-c", str(vocoder_cfgs / "tiny.yaml"),
+            "--model.codec_dir", str(tmp_path / "codec"), "--data.train_manifests", f"[{manifest}]",
+            "--data.val_manifests", f"[{manifest}]", "--trainer.default_root_dir", str(tmp_path / "run"),
+            "--model.export_dir", str(tmp_path / "run" / "export"), "--trainer.logger", "false"]
+    assert train_main(args) == 0
+    tuned = NeuralCodec.from_pretrained(tmp_path / "run" / "export")
+    before, after = start.state_dict(), tuned.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("tokenizer."))  # tokens frozen
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vocoder."))  # vocoder learned

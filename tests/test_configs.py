@@ -37,16 +37,24 @@ def _build(path: Path, tmp_path: Path):
     if rel.startswith("data/text_"):
         args = parser.parse_args(["data", "text", "-c", str(path), "--dir", "d"]).data.text
         return TextFrontend(args.language, args.backend)
-    if rel.startswith("codec/"):
+    if rel.startswith(("codec/", "vocoder/")):
         from speechlm.train import build_cli
 
-        args = ["-c", str(CONFIGS / "codec/base.yaml")]
+        stage = rel.split("/")[0]
+        args = ["-c", str(CONFIGS / stage / "base.yaml")]
         if path.name != "base.yaml":
             args += ["-c", str(path)]
+        if stage == "vocoder":  # stage 2 starts from a stage-1 export: give it a tiny one
+            from speechlm.codec.model import CodecConfig
+            from speechlm.codec.neural import NeuralCodec
+            from speechlm.vocoder.model import VocoderConfig
+
+            NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny()).save_pretrained(tmp_path / "codec")
+            args += ["--model.codec_dir", str(tmp_path / "codec")]
         # No GPU here: the GPU overlay's keys are still parsed and validated, its devices swapped for CPU.
         args += ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
                  "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path)]
-        cli = build_cli("codec", args)
+        cli = build_cli(stage, args)
         assert cli.model.model.frame_rate <= 25 and cli.model.model.bitrate <= 1000
         return cli.model
     raise AssertionError(f"no builder for {rel}: teach tests/test_configs.py which command consumes it")

@@ -98,6 +98,10 @@ def build_parser() -> ArgumentParser:
 
     evaluate = _leaf("Score synthesized audio: WER/CER, speaker similarity, DNSMOS, duration, codec fidelity.")
     top.add_subcommand("eval", add_eval_arguments(evaluate))
+
+    from speechlm.mos.cli import add_mos_subcommands
+
+    add_mos_subcommands(top)
     return parser
 
 
@@ -234,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     cfg = build_parser().parse_args(normalize_argv(argv))
     try:
+        if cfg.command == "mos":
+            from speechlm.mos.cli import run_mos_command
+
+            return run_mos_command(cfg.mos)
         if cfg.command == "eval":
             from speechlm.eval.cli import run_eval_command
 

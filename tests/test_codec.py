@@ -28,9 +28,23 @@ def codec() -> NeuralCodec:
 
 def test_default_operating_point_is_low_rate():
     c = CodecConfig.default()
-    assert c.frame_rate == 25.0 and c.bitrate == 1000.0 and c.samples_per_frame == 960
-    codec = NeuralCodec(CodecConfig(kmeans_init=False), VocoderConfig())
-    assert codec.with_codebooks(2).bitrate == 500.0 and codec.with_codebooks(2).n_codebooks == 2
+    assert c.frame_rate == 25.0 and c.samples_per_frame == 960 and c.codebook_size == 1000
+    assert 990 < c.bitrate <= 1000  # 25 Hz x 4 levels x log2(1000) bits
+    codec = NeuralCodec(CodecConfig(), VocoderConfig())
+    half = codec.with_codebooks(2)
+    assert half.n_codebooks == 2 and abs(half.bitrate - c.bitrate / 2) < 1e-9
+    wav = voiced(1.0, 24000)
+    assert torch.equal(half.encode(wav), codec.encode(wav)[:, :2])  # residual: the first levels are shared
+    assert half.decode(half.encode(wav)).shape == (1, 24000)
+
+
+def test_quantizer_dropout_trains_fewer_levels_and_stats_skip_them():
+    tok = NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny()).tokenizer.train()
+    wav = torch.from_numpy(voiced(1.0, 24000))[None]
+    used = {tok(wav, quantizer_dropout=True).n_codebooks for _ in range(20)}
+    assert used == {1, 2} and tok(wav).n_codebooks == 2
+    s = codebook_stats(torch.tensor([[[1, 2], [-1, -1]]]), 16)
+    assert "usage_0" in s and "usage_1" not in s
 
 
 @pytest.mark.parametrize("seconds", [0.01, 0.5, 1.37])

@@ -31,7 +31,7 @@ class CodecModule(L.LightningModule):
     def __init__(self, codec: CodecConfig = CodecConfig(), vocoder: VocoderConfig = VocoderConfig(),
                  lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 500, max_steps: int = 100_000,
                  quantizer_dropout: float = 0.5, mel_weight: float = 1.0, stft_weight: float = 1.0,
-                 commit_weight: float = 0.25, name: str = "speechlm-codec", export_dir: str | None = None):
+                 name: str = "speechlm-codec", export_dir: str | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.model = NeuralCodec(codec, vocoder, name=name)
@@ -40,20 +40,18 @@ class CodecModule(L.LightningModule):
 
     def _step(self, wav: torch.Tensor, train: bool) -> dict[str, torch.Tensor]:
         h = self.hparams
-        n_q = self.model.codec_config.n_codebooks
-        if train and torch.rand(()) < h.quantizer_dropout:  # keep lower bitrates usable
-            n_q = int(torch.randint(1, n_q + 1, ()))
-        out = self.model.tokenizer(wav, n_codebooks=n_q)
+        dropout = train and bool(torch.rand(()) < h.quantizer_dropout)  # keep lower bitrates usable
+        out = self.model.tokenizer(wav, quantizer_dropout=dropout)
         y = self.model.vocoder(out.latent)[..., : wav.shape[-1]]
         mel, stft = self.mel_loss(y, wav), self.stft_loss(y, wav)
-        loss = h.mel_weight * mel + h.stft_weight * stft + h.commit_weight * out.commit_loss
-        return {"loss": loss, "mel": mel, "stft": stft, "commit": out.commit_loss, "codes": out.codes}
+        loss = h.mel_weight * mel + h.stft_weight * stft
+        return {"loss": loss, "mel": mel, "stft": stft, "codes": out.codes, "dropout": dropout}
 
     def training_step(self, wav: torch.Tensor, batch_idx: int) -> torch.Tensor:
         r = self._step(wav, train=True)
-        self.log_dict({f"train/{k}": r[k] for k in ("loss", "mel", "stft", "commit")}, prog_bar=True)
+        self.log_dict({f"train/{k}": r[k] for k in ("loss", "mel", "stft")}, prog_bar=True)
         cfg = self.model.codec_config
-        if self.global_step % 50 == 0 and r["codes"].shape[1] == cfg.n_codebooks:
+        if self.global_step % 50 == 0 and not r["dropout"]:
             stats = codebook_stats(r["codes"], cfg.codebook_size)
             self.log_dict({f"codebook/{k}": v for k, v in stats.items()})
         return r["loss"]

@@ -30,8 +30,14 @@ def build_cli(stage: str, args: list[str], run: bool = False):
     mod, model_cls, dmod, data_cls = STAGES[stage]
     model_class = getattr(importlib.import_module(mod), model_cls)
     data_class = getattr(importlib.import_module(dmod), data_cls)
-    return LightningCLI(model_class, data_class, args=args, run=run, save_config_kwargs={"overwrite": True},
-                        parser_kwargs={"description": f"Train the {stage} stage."})
+    # LightningCLI warns when sys.argv also holds arguments; ours are `speechlm train STAGE ...`, already
+    # split off and passed as ``args``.
+    saved, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        return LightningCLI(model_class, data_class, args=args, run=run, save_config_kwargs={"overwrite": True},
+                            parser_kwargs={"description": f"Train the {stage} stage."})
+    finally:
+        sys.argv = saved
 
 
 def main(argv: list[str]) -> int:

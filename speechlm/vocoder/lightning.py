@@ -24,13 +24,15 @@ from speechlm.vocoder.losses import MultiResolutionMelLoss
 class VocoderModule(L.LightningModule):
     def __init__(self, codec_dir: str, lr: float = 2e-4, warmup_steps: int = 200, max_steps: int = 100_000,
                  mel_weight: float = 45.0, fm_weight: float = 2.0, mrd_weight: float = 0.1,
-                 gan_start_step: int = 0, export_dir: str | None = None):
+                 gan_start_step: int = 0, mpd_periods: list[int] = (2, 3, 5, 7, 11),
+                 export_dir: str | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.model = NeuralCodec.from_pretrained(codec_dir).train()
         self.model.tokenizer.requires_grad_(False)
-        self.mpd, self.mrd = MultiPeriodDiscriminator(), MultiResolutionDiscriminator()
+        # Each period is an 8M-parameter sub-discriminator: tiny test configs use one.
+        self.mpd, self.mrd = MultiPeriodDiscriminator(periods=tuple(mpd_periods)), MultiResolutionDiscriminator()
         self.d_loss, self.g_loss, self.fm_loss = DiscriminatorLoss(), GeneratorLoss(), FeatureMatchingLoss()
         self.mel_loss = MultiResolutionMelLoss(self.model.sample_rate)
 

@@ -15,7 +15,7 @@ DEB_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k fest
                 sox libsndfile1 ffmpeg codec2 opus-tools chromium
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help setup system-deps test run demo data-tiny codec-data train-codec bench clean
+.PHONY: help setup system-deps test run demo data-tiny codec-data train-codec bench bench-codec clean
 
 help:
 	@sed -n '1,4p' Makefile; echo; grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -59,6 +59,10 @@ train-codec: codec-data ## train (or resume) the codec + vocoder: configs/codec/
 
 bench: setup ## data-pipeline throughput benchmark -> eval/reports/
 	$(BIN)/python eval/bench_data.py --out eval/reports
+
+CODEC ?= default
+bench-codec: setup ## codec vs Codec2 / Opus / EnCodec (quality + speed) -> eval/reports/codec/ (CODEC=dir)
+	$(BIN)/python eval/bench_codec.py --codec $(CODEC) --data $(SHARED) --out eval/reports/codec
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

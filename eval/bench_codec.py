@@ -1,0 +1,292 @@
+"""Codec benchmark: our codec against Codec2, Opus and EnCodec, measured side by side in one run.
+
+    python eval/bench_codec.py --codec runs/codec/export --out eval/reports/codec [--data ../shared/data]
+
+Utterances: LibriSpeech test-other and the LJSpeech subset from ``--data`` (evaluation-only folders,
+never trained on) plus the embedded corpus's test split (``--synth``). Every system encodes and
+decodes the same clips; quality is measured at 16 kHz against the original with ``speechlm.eval``:
+PESQ-WB, STOI, DNSMOS OVRL, speaker similarity (resemblyzer) and pocketsphinx WER on the LJSpeech
+clips (next to the WER of the originals). Speed: encode and decode x real time on 1 and 2 threads,
+parameters and peak memory, each neural codec in a fresh process. Classic codecs run through their
+Debian command-line tools (``codec2``, ``opus-tools``); their bitrate is measured from the files.
+Writes ``bench_codec.json``, ``bench_codec.md`` and ``bitrate_quality.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------- systems
+
+def _resample(wav: np.ndarray, sr: int, target: int) -> np.ndarray:
+    if sr == target:
+        return wav
+    import librosa
+
+    return librosa.resample(wav, orig_sr=sr, target_sr=target, res_type="soxr_hq").astype(np.float32)
+
+
+def codec2_roundtrip(wav: np.ndarray, sr: int, mode: str, tmp: Path) -> tuple[np.ndarray, int, int]:
+    """Returns ``(decoded, 8000, encoded bytes)`` through Debian's c2enc/c2dec."""
+    x = np.clip(_resample(wav, sr, 8000), -1, 1)
+    raw, bits, out = tmp / "in.raw", tmp / "x.c2", tmp / "out.raw"
+    (x * 32767).astype("<i2").tofile(raw)
+    subprocess.run(["c2enc", mode, str(raw), str(bits)], check=True, capture_output=True)
+    subprocess.run(["c2dec", mode, str(bits), str(out)], check=True, capture_output=True)
+    return np.fromfile(out, dtype="<i2").astype(np.float32) / 32768, 8000, bits.stat().st_size
+
+
+def opus_roundtrip(wav: np.ndarray, sr: int, kbps: int, tmp: Path) -> tuple[np.ndarray, int, int]:
+    src, bits, out = tmp / "in.wav", tmp / "x.opus", tmp / "out.wav"
+    sf.write(src, _resample(wav, sr, 16000), 16000, subtype="PCM_16")
+    subprocess.run(["opusenc", "--quiet", "--bitrate", str(kbps), str(src), str(bits)], check=True)
+    subprocess.run(["opusdec", "--quiet", "--rate", "16000", str(bits), str(out)], check=True)
+    dec, dsr = sf.read(out, dtype="float32")
+    return dec, dsr, bits.stat().st_size
+
+
+def neural_roundtrip(codec, wav: np.ndarray, sr: int) -> tuple[np.ndarray, int, int]:
+    codes = codec.encode(wav, sample_rate=sr)
+    n = round(len(wav) * codec.sample_rate / sr)
+    dec = codec.decode(codes, n)[0].numpy()
+    return dec, codec.sample_rate, math.ceil(codes.shape[-1] / codec.frame_rate * codec.bitrate / 8)
+
+
+# ----------------------------------------------------------------------------------------- data
+
+def load_clips(data: Path | None, synth: Path | None, per_set: int) -> list[dict]:
+    clips = []
+    if data is not None:
+        for folder in ("librispeech_test_other", "ljspeech_subset"):
+            meta = data / folder / "metadata.csv"
+            if not meta.exists():
+                continue
+            rows = [line.split("|") for line in meta.read_text(encoding="utf-8").splitlines() if line]
+            if folder == "librispeech_test_other":  # spread the picks over the speakers
+                rows = sorted(rows, key=lambda r: (int(r[0].split("-")[2]), r[0]))
+            for uid, spk, text in rows[:per_set]:
+                path = next((data / folder / "wavs" / f"{uid}{e}" for e in (".wav", ".flac")
+                             if (data / folder / "wavs" / f"{uid}{e}").exists()))
+                wav, sr = sf.read(path, dtype="float32")
+                clips.append({"set": folder, "id": uid, "speaker": spk, "text": text, "wav": wav, "sr": sr})
+    if synth is not None and (synth / "metadata.csv").exists():
+        with open(synth / "metadata.csv", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f, delimiter="|") if r["split"] == "test"]
+        for r in rows[:: max(1, len(rows) // per_set)][:per_set]:
+            wav, sr = sf.read(synth / "wavs" / f"{r['id']}.flac", dtype="float32")
+            clips.append({"set": "synthetic_test", "id": r["id"], "speaker": r["speaker"], "text": r["text"],
+                          "wav": wav, "sr": sr})
+    return clips
+
+
+# ----------------------------------------------------------------------------------------- speed
+
+def speed_worker(spec: str, threads: int, seconds: float) -> dict:
+    """Runs in a fresh process: x real time of encode and decode, parameters, peak memory."""
+    import torch
+
+    torch.set_num_threads(threads)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sys.path.insert(0, str(REPO))
+    from speechlm.codec.registry import load_codec
+
+    name, _, k = spec.partition("#")
+    codec = load_codec(name, int(k) if k else None)
+    model = getattr(codec, "model", codec)
+    params = sum(p.numel() for p in model.parameters())
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal(int(seconds * codec.sample_rate))).astype(np.float32)
+    codes = codec.encode(wav)  # warm-up
+    codec.decode(codes)
+    enc, dec = [], []
+    for _ in range(3):
+        t = time.perf_counter()
+        codes = codec.encode(wav)
+        enc.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        codec.decode(codes)
+        dec.append(time.perf_counter() - t)
+    return {"threads": threads, "params": params, "encode_xrt": seconds / float(np.median(enc)),
+            "decode_xrt": seconds / float(np.median(dec)),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "baseline_rss_mb": base_rss / 1024}
+
+
+def measure_speed(spec: str, threads: int, seconds: float = 10.0) -> dict:
+    r = subprocess.run([sys.executable, __file__, "--speed-worker", spec, "--threads", str(threads),
+                        "--seconds", str(seconds)], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------- main
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--codec", default="default", help="our codec: default or a saved codec folder")
+    ap.add_argument("--out", type=Path, default=REPO / "eval" / "reports" / "codec")
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("SPEECHLM_SHARED_DATA", REPO.parent / "shared" / "data")))
+    ap.add_argument("--synth", type=Path, default=REPO / "data" / "synth_default")
+    ap.add_argument("--per-set", type=int, default=16)
+    ap.add_argument("--speed-worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.speed_worker:
+        print(json.dumps(speed_worker(args.speed_worker, args.threads, args.seconds)))
+        return 0
+
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from speechlm.codec.encodec_backend import CHECKPOINT, EncodecCodec, cache_dir
+    from speechlm.codec.registry import load_codec
+    from speechlm.eval.asr import get_asr
+    from speechlm.eval.dnsmos import get_dnsmos
+    from speechlm.eval.fidelity import fidelity
+    from speechlm.eval.speaker import get_speaker_encoder
+    from speechlm.eval.wer import corpus_wer, score_text
+
+    for tool in ("c2enc", "c2dec", "opusenc", "opusdec"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found: apt-get install codec2 opus-tools (make setup does this)")
+    torch.set_num_threads(2)
+    clips = load_clips(args.data if args.data.exists() else None, args.synth, args.per_set)
+    if not clips:
+        sys.exit("no evaluation audio found: pass --data (../shared/data) and/or --synth")
+    ours = load_codec(args.codec)
+    low = ours.with_codebooks(2)
+    systems: dict[str, dict] = {
+        "original": {"run": lambda w, sr, t: (w, sr, None), "nominal_kbps": None},
+        f"speechlm-codec ({ours.bitrate / 1000:.2f} kbps)": {"run": lambda w, sr, t: neural_roundtrip(ours, w, sr),
+                                                            "nominal_kbps": ours.bitrate / 1000,
+                                                            "speed": f"{args.codec}"},
+        f"speechlm-codec ({low.bitrate / 1000:.2f} kbps)": {"run": lambda w, sr, t: neural_roundtrip(low, w, sr),
+                                                           "nominal_kbps": low.bitrate / 1000,
+                                                           "speed": f"{args.codec}#2"},
+    }
+    for mode, kbps in (("3200", 3.2), ("1200", 1.2), ("700C", 0.7)):
+        systems[f"Codec2 {mode}"] = {"run": (lambda m: lambda w, sr, t: codec2_roundtrip(w, sr, m, t))(mode),
+                                     "nominal_kbps": kbps}
+    for kbps in (6, 12):
+        systems[f"Opus {kbps} kbps"] = {"run": (lambda k: lambda w, sr, t: opus_roundtrip(w, sr, k, t))(kbps),
+                                        "nominal_kbps": float(kbps)}
+    if (cache_dir() / "encodec" / CHECKPOINT).exists():
+        enc = EncodecCodec.pretrained(1.5, download=False)
+        systems["EnCodec 1.5 kbps"] = {"run": lambda w, sr, t: neural_roundtrip(enc, w, sr), "nominal_kbps": 1.5}
+    speed_only = {"EnCodec 24 kHz arch. (1.5 kbps, random weights)": "encodec_24khz:random"}
+
+    asr, sim_enc, dnsmos = get_asr(), get_speaker_encoder(), get_dnsmos()
+    rows, t0 = [], time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name, s in systems.items():
+            for c in clips:
+                dec, dsr, nbytes = s["run"](c["wav"], c["sr"], tmp)
+                f = fidelity(c["wav"], c["sr"], dec, dsr)
+                row = {"system": name, "set": c["set"], "id": c["id"], "pesq_wb": f.pesq_wb, "stoi": f.stoi,
+                       "dnsmos_ovrl": dnsmos(dec, dsr).ovrl,
+                       "sim": sim_enc.similarity(dec, dsr, c["wav"], c["sr"]),
+                       "kbps": nbytes * 8 / (len(c["wav"]) / c["sr"]) / 1000 if nbytes else None}
+                if c["set"] == "ljspeech_subset":
+                    row["wer_counts"] = score_text(c["text"], asr.transcribe(dec, dsr)).__dict__
+                rows.append(row)
+            print(f"  {name}: done ({time.time() - t0:.0f} s)", file=sys.stderr)
+
+    def mean(xs):
+        xs = [x for x in xs if x is not None and not math.isnan(x)]
+        return float(np.mean(xs)) if xs else None
+
+    table = []
+    for name, s in list(systems.items()) + [(k, {"nominal_kbps": 1.5}) for k in speed_only]:
+        mine = [r for r in rows if r["system"] == name]
+        entry = {"system": name, "nominal_kbps": s.get("nominal_kbps"), "measured_kbps": mean([r["kbps"] for r in mine])}
+        if mine:
+            from speechlm.eval.wer import ErrorCounts
+
+            wers = [ErrorCounts(**r["wer_counts"]) for r in mine if "wer_counts" in r]
+            entry.update({k: mean([r[k] for r in mine]) for k in ("pesq_wb", "stoi", "dnsmos_ovrl", "sim")})
+            entry["wer_lj"] = corpus_wer(wers) if wers else None
+        spec = s.get("speed") or speed_only.get(name)
+        if spec:
+            entry["speed"] = [measure_speed(spec, n) for n in (1, 2)]
+        table.append(entry)
+
+    report = {"command": "python eval/bench_codec.py " + " ".join(sys.argv[1:]),
+              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+              "clips": {s: sum(c["set"] == s for c in clips) for s in sorted({c["set"] for c in clips})},
+              "seconds": time.time() - t0, "systems": table, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_codec.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    md = markdown(report)
+    (args.out / "bench_codec.md").write_text(md, encoding="utf-8")
+    plot(table, args.out / "bitrate_quality.png")
+    print(md)
+    return 0
+
+
+def _f(x, fmt):
+    return "–" if x is None else format(x, fmt)
+
+
+def markdown(r: dict) -> str:
+    lines = [f"# Codec benchmark ({r['machine']['cores']} cores)", "", f"Command: `{r['command']}`", "",
+             "Clips: " + ", ".join(f"{k} {v}" for k, v in r["clips"].items()) + "; quality at 16 kHz vs the original.",
+             "", "| system | kbps (nominal / measured) | PESQ-WB | STOI | DNSMOS OVRL | SIM | WER % (LJ) | "
+                 "encode xRT 1t / 2t | decode xRT 1t / 2t | params | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in r["systems"]:
+        sp = s.get("speed") or []
+        speed = lambda k: " / ".join(_f(x[k], ".0f") for x in sp) if sp else "–"  # noqa: E731
+        lines.append(
+            f"| {s['system']} | {_f(s['nominal_kbps'], '.2f')} / {_f(s['measured_kbps'], '.2f')} | "
+            f"{_f(s.get('pesq_wb'), '.2f')} | {_f(s.get('stoi'), '.3f')} | {_f(s.get('dnsmos_ovrl'), '.2f')} | "
+            f"{_f(s.get('sim'), '.3f')} | {_f(None if s.get('wer_lj') is None else 100 * s['wer_lj'], '.1f')} | "
+            f"{speed('encode_xrt')} | {speed('decode_xrt')} | "
+            f"{_f(sp[0]['params'] / 1e6, '.1f') + 'M' if sp else '–'} | {_f(sp[-1]['peak_rss_mb'], '.0f') if sp else '–'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "pesq_wb", "PESQ-WB"), (axes[1], "stoi", "STOI")):
+        for s in table:
+            kbps = s.get("measured_kbps") or s.get("nominal_kbps")
+            if s.get(key) is None or kbps is None:
+                continue
+            ax.scatter(kbps, s[key], label=s["system"])
+            ax.annotate(s["system"].split(" (")[0], (kbps, s[key]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("bitrate (kbit/s, log)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Bitrate vs quality (16 kHz, vs original)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Decoder-only transformer over the multi-stream token layout (``layout.py``), free of Lightning.
+
+Llama-style blocks: RMSNorm, rotary position embeddings, SwiGLU feed-forward, optional grouped-query
+attention, and PyTorch's scaled_dot_product_attention so flash/memory-efficient kernels run on GPU.
+Each stream has its own embedding (summed at the input) and its own output head, tied to it.
+A preallocated KV cache makes each generated step cost one position, not the whole prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class LMConfig:
+    stream_vocab: list[int] = field(default_factory=lambda: [256])  # per-stream vocabulary (TokenLayout)
+    dim: int = 384
+    n_layers: int = 8
+    n_heads: int = 6
+    n_kv_heads: int | None = None  # < n_heads: grouped-query attention (smaller KV cache)
+    ffn_mult: float = 8 / 3  # SwiGLU hidden = ffn_mult * dim, rounded up to a multiple of 64
+    max_seq_len: int = 2048
+    rope_theta: float = 10_000.0
+    dropout: float = 0.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        return 64 * math.ceil(self.ffn_mult * self.dim / 64)
+
+
+SIZES = {  # name -> (dim, layers, heads, kv heads)
+    "tiny": (64, 2, 4, 2),  # tests
+    "small": (384, 8, 6, None),  # the bundled default: trainable on CPU
+    "base": (768, 16, 12, 4),  # ~100M parameters
+    "large": (1280, 24, 20, 4),  # ~500M parameters
+}
+
+
+def lm_config(size: str, stream_vocab: list[int], **overrides) -> LMConfig:
+    """Named sizes from one builder: ``lm_config("base", layout.stream_vocab)``."""
+    if size not in SIZES:
+        raise ValueError(f"unknown LM size {size!r}; known: {', '.join(SIZES)}")
+    dim, layers, heads, kv = SIZES[size]
+    return LMConfig(**{"stream_vocab": list(stream_vocab), "dim": dim, "n_layers": layers, "n_heads": heads,
+                       "n_kv_heads": kv, **overrides})
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    ang = torch.outer(torch.arange(max_len).float(), inv)  # [S, hd/2]
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x ``[B, H, S, hd]``; cos/sin ``[S, hd/2]`` for the positions of x."""
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+    return out.type_as(x)
+
+
+class KVCache:
+    """Keys/values of every layer for positions ``[0, length)``, preallocated to ``max_len``."""
+
+    def __init__(self, cfg: LMConfig, batch: int, max_len: int, device=None, dtype=torch.float32):
+        shape = (batch, cfg.kv_heads, max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.length = 0
+        self.max_len = max_len
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.q = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.kv = nn.Linear(cfg.dim, 2 * cfg.kv_heads * cfg.head_dim, bias=False)
+        self.out = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        b, s, _ = x.shape
+        cfg = self.cfg
+        q = self.q(x).view(b, s, cfg.n_heads, cfg.head_dim).transpose(1, 2)
+        k, v = self.kv(x).view(b, s, 2, cfg.kv_heads, cfg.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        start = 0
+        if cache is not None:
+            start = cache.length
+            cache.k[layer][:, :, start: start + s] = k
+            cache.v[layer][:, :, start: start + s] = v
+            k, v = cache.k[layer][:, :, : start + s], cache.v[layer][:, :, : start + s]
+        if cfg.kv_heads != cfg.n_heads:  # GQA: each KV head serves n_heads / kv_heads query heads
+            rep = cfg.n_heads // cfg.kv_heads
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        if start == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=s > 1,
+                                               dropout_p=cfg.dropout if self.training else 0.0)
+        elif s == 1:  # one new position attends to everything cached: no mask needed
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:  # a chunk after a cached prefix: causal within the chunk, full over the prefix
+            mask = torch.ones(s, start + s, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.transpose(1, 2).reshape(b, s, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.gate_up = nn.Linear(cfg.dim, 2 * cfg.ffn_dim, bias=False)
+        self.down = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.attn_norm, self.attn = RMSNorm(cfg.dim), Attention(cfg)
+        self.ffn_norm, self.ffn = RMSNorm(cfg.dim), FeedForward(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos, sin, cache=None, layer=0):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, layer))
+        return x + self.drop(self.ffn(self.ffn_norm(x)))
+
+
+@dataclass
+class LMOutput:
+    logits: list[torch.Tensor]  # per stream, [B, S, V_k]
+    loss: torch.Tensor | None = None
+
+
+class SpeechLM(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.ModuleList(nn.Embedding(v, cfg.dim) for v in cfg.stream_vocab)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim)
+        self.heads = nn.ModuleList(nn.Linear(cfg.dim, v, bias=False) for v in cfg.stream_vocab)
+        for emb, head in zip(self.embed, self.heads):
+            head.weight = emb.weight  # weight tying: fewer parameters, better-conditioned embeddings
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
+            if name.endswith(("attn.out.weight", "ffn.down.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def forward(self, steps: torch.Tensor, targets: torch.Tensor | None = None,
+                loss_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> LMOutput:
+        """``steps [B, K, S]`` -> per-stream logits; with ``targets [B, K, S]`` also the mean CE loss.
+
+        ``loss_mask [B, K, S]`` (bool) selects the positions that count (target spans only).
+        """
+        b, k, s = steps.shape
+        start = cache.length if cache is not None else 0
+        if start + s > self.cfg.max_seq_len:
+            raise ValueError(f"sequence of {start + s} steps exceeds max_seq_len {self.cfg.max_seq_len}")
+        x = sum(self.embed[i](steps[:, i]) for i in range(k))
+        cos, sin = self.rope_cos[start: start + s], self.rope_sin[start: start + s]
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, cache, i)
+        if cache is not None:
+            cache.length += s
+        x = self.norm(x)
+        logits = [head(x) for head in self.heads]
+        loss = None
+        if targets is not None:
+            losses, counts = [], []
+            for i, lg in enumerate(logits):
+                ce = F.cross_entropy(lg.float().transpose(1, 2), targets[:, i], reduction="none")
+                m = loss_mask[:, i].float() if loss_mask is not None else torch.ones_like(ce)
+                losses.append((ce * m).sum())
+                counts.append(m.sum())
+            loss = torch.stack(losses).sum() / torch.stack(counts).sum().clamp(min=1)
+        return LMOutput(logits, loss)
+
+    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        p = next(self.parameters())
+        return KVCache(self.cfg, batch, max_len or self.cfg.max_seq_len, p.device, p.dtype)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -127,3 +127,18 @@ class Layouts:
 @pytest.fixture
 def layouts(tmp_path: Path) -> Layouts:
     return Layouts(tmp_path / "corpora")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a test module on one torch thread.
+
+    resemblyzer's small LSTM gains nothing from a second thread, and on a busy 2-core CI machine the
+    two OpenMP threads mostly wait for each other (measured: 12 s vs 5 s for the SIM test under load).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -22,16 +22,7 @@ SR = 16000
 LJ_IDS = ("LJ001-0002", "LJ001-0008", "LJ001-0013", "LJ001-0020")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # resemblyzer's small LSTM gains nothing from a second thread, and on a busy 2-core CI machine the
-    # two OpenMP threads mostly wait for each other (measured: 12 s vs 5 s for the SIM test under load).
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 import json
 import math
 
@@ -179,3 +180,36 @@ def test_encodec_pretrained_without_download_is_a_clear_error(tmp_path, monkeypa
     monkeypatch.setenv("SPEECHLM_CACHE", str(tmp_path))
     with pytest.raises(SpeechLMError, match="not cached"):
         EncodecCodec.pretrained(download=False)
+
+
+def test_one_hour_file_encodes_with_bounded_memory(tmp_path):
+    """A 1-hour file is encoded window by window: peak memory stays far below the decoded file's size."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    path = tmp_path / "hour.wav"
+    sr, minute = 16000, voiced(60.0, 16000)
+    with sf.SoundFile(path, "w", sr, 1, subtype="PCM_16") as f:
+        for _ in range(60):
+            f.write(minute)
+    # Decoded at the codec's 24 kHz as float32, the whole hour would take 345 MB.
+    script = f"""
+import resource, sys, torch
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from speechlm.codec.model import CodecConfig
+from speechlm.codec.neural import NeuralCodec
+from speechlm.codec.streaming import encode_file
+from speechlm.vocoder.model import VocoderConfig
+torch.manual_seed(0)
+codec = NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny()).eval()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+codes, n = encode_file(codec, {str(path)!r}, chunk_frames=750)
+grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(codes.shape[-1], n, grew // 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    frames, samples, grew_mb = int(out[0]), int(out[1]), int(out[2])
+    assert frames == 90_000 and samples == 3600 * 24000
+    assert grew_mb < 150, f"peak memory grew by {grew_mb} MB"

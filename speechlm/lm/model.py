@@ -101,7 +101,8 @@ class Attention(nn.Module):
         self.kv = nn.Linear(cfg.dim, 2 * cfg.kv_heads * cfg.head_dim, bias=False)
         self.out = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, s, _ = x.shape
         cfg = self.cfg
         q = self.q(x).view(b, s, cfg.n_heads, cfg.head_dim).transpose(1, 2)
@@ -116,7 +117,14 @@ class Attention(nn.Module):
         if cfg.kv_heads != cfg.n_heads:  # GQA: each KV head serves n_heads / kv_heads query heads
             rep = cfg.n_heads // cfg.kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        if start == 0:
+        if key_mask is not None:  # left-padded batch: causal, and never attend to padding
+            causal = torch.ones(s, start + s, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            # a padding query sees only padding; letting it see itself keeps its softmax defined
+            own = torch.zeros_like(causal)
+            own[torch.arange(s), start + torch.arange(s)] = True
+            mask = (causal & key_mask[:, None, None, : start + s]) | own
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif start == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=s > 1,
                                                dropout_p=cfg.dropout if self.training else 0.0)
         elif s == 1:  # one new position attends to everything cached: no mask needed
@@ -145,8 +153,8 @@ class Block(nn.Module):
         self.ffn_norm, self.ffn = RMSNorm(cfg.dim), FeedForward(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, cache=None, layer=0):
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, layer))
+    def forward(self, x, cos, sin, cache=None, layer=0, key_mask=None):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, layer, key_mask))
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
 
@@ -180,10 +188,12 @@ class SpeechLM(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
 
     def forward(self, steps: torch.Tensor, targets: torch.Tensor | None = None,
-                loss_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> LMOutput:
+                loss_mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                key_mask: torch.Tensor | None = None) -> LMOutput:
         """``steps [B, K, S]`` -> per-stream logits; with ``targets [B, K, S]`` also the mean CE loss.
 
         ``loss_mask [B, K, S]`` (bool) selects the positions that count (target spans only).
+        ``key_mask [B, cached + S]`` (bool, True = real token) masks left padding in batched prompts.
         """
         b, k, s = steps.shape
         start = cache.length if cache is not None else 0
@@ -192,7 +202,7 @@ class SpeechLM(nn.Module):
         x = sum(self.embed[i](steps[:, i]) for i in range(k))
         cos, sin = self.rope_cos[start: start + s], self.rope_sin[start: start + s]
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cache, i)
+            x = block(x, cos, sin, cache, i, key_mask)
         if cache is not None:
             cache.length += s
         x = self.norm(x)

@@ -124,3 +124,12 @@ def test_repetition_aware_sampling_breaks_loops():
     assert len(set(picks)) > 1  # resampled from the unfiltered distribution
     plain = SamplingConfig(top_k=1)
     assert {sample(logits, plain, g, history=looping).item() for _ in range(20)} == {0}
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_audio_segment_ends_with_eos_where_generation_does(k):
+    layout = TokenLayout(text_vocab=100, n_codebooks=k, codebook_size=16)
+    codes = torch.randint(0, 16, (k, 5))
+    steps = layout.audio_steps(codes, eos=True)
+    assert steps[0, 5].item() == 3 and steps.shape[-1] == 5 + max(k - 1, 1)  # <eos> right after frame 4
+    assert torch.equal(layout.codes_from_steps(steps), codes)

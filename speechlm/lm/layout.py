@@ -66,21 +66,29 @@ class TokenLayout:
         out[0] = ids
         return out
 
-    def audio_steps(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes ``[K, T]`` -> delayed steps ``[K, T + K - 1]``."""
+    def audio_steps(self, codes: torch.Tensor, eos: bool = False) -> torch.Tensor:
+        """Codes ``[K, T]`` -> delayed steps ``[K, T + K - 1]``.
+
+        With ``eos`` the segment ends the way generation ends it: ``<eos>`` on stream 0 right after
+        the last codebook-0 token (step ``T``), while the delayed streams finish their last frame.
+        """
         k, t = codes.shape
         if k != self.n_codebooks:
             raise ValueError(f"codes have {k} codebooks, the layout {self.n_codebooks}")
-        out = torch.full((k, t + k - 1), self.empty, dtype=torch.long)
+        out = torch.full((k, t + max(k - 1, int(eos))), self.empty, dtype=torch.long)
         out[0].fill_(PAD_ID)
         for i in range(k):
             out[i, i: i + t] = codes[i] + (self.text_vocab if i == 0 else 0)
+        if eos:
+            out[0, t] = EOS_ID
         return out
 
     def codes_from_steps(self, steps: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`audio_steps`: delayed steps ``[K, T + K - 1]`` -> codes ``[K, T]``."""
         k = self.n_codebooks
         t = steps.shape[-1] - (k - 1)
+        if k == 1 and steps.shape[-1] and int(steps[0, -1]) == EOS_ID:
+            t -= 1
         codes = torch.stack([steps[i, i: i + t] for i in range(k)])
         codes[0] -= self.text_vocab
         return codes

@@ -1,0 +1,166 @@
+"""Task-marked training sequences from phonemized manifests and token shards.
+
+Every example is one utterance (its phoneme ids and codec frames); a task is drawn per example and
+epoch from a seeded generator, so a resumed or distributed run sees exactly the same sequences:
+
+* ``tts``:      <bos> <|tts|> <|lang|> [<|voice_prompt|> prompt text <|audio|> prompt audio]
+                <|text|> text <|audio|> **audio <eos>**
+* ``asr``:      <bos> <|asr|> <|lang|> <|audio|> audio <|text|> **text <eos>**
+* ``continue``: <bos> <|continue|> <|lang|> <|audio|> audio prefix **rest of the audio <eos>**
+
+Loss is taken on the bold spans only (``loss_mask``). The voice prompt is another utterance of the
+same speaker: zero-shot prompting is learned from data, the way VALL-E learns it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from speechlm.codec.tokens import load_tokens
+from speechlm.data.manifest import iter_manifest
+from speechlm.errors import SpeechLMError
+from speechlm.lm.layout import ASR, AUDIO, CONTINUE, TEXT, TTS, VOICE_PROMPT, TokenLayout, tag_id
+from speechlm.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, TextTokenizer
+
+TASKS = ("tts", "asr", "continue")
+
+
+@dataclass
+class Utterance:
+    id: str
+    speaker: str
+    language: str
+    text: list[int]  # phoneme ids (no specials)
+    codes: torch.Tensor  # [K, T]
+
+
+def load_utterances(manifest: str | Path, token_dir: str | Path, split: str, tokenizer: TextTokenizer
+                    ) -> list[Utterance]:
+    """Join a phonemized manifest (``text`` stage) with the token shards of the same split."""
+    shards = sorted(Path(token_dir).glob(f"{split}-*.safetensors"))
+    if not shards:
+        raise SpeechLMError(f"{token_dir}: no {split}-*.safetensors token shards (run speechlm data tokenize)")
+    codes: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        tf = load_tokens(shard)
+        codes.update(zip(tf.ids, tf.codes))
+    out, missing = [], 0
+    for cut in iter_manifest(manifest):
+        sup = cut.supervisions[0]
+        phonemes = (sup.custom or {}).get("phonemes")
+        if cut.id not in codes or not phonemes:
+            missing += 1
+            continue
+        out.append(Utterance(cut.id, sup.speaker or "", sup.language or "en", tokenizer.encode(phonemes),
+                             codes[cut.id]))
+    if not out:
+        raise SpeechLMError(f"{manifest}: no utterance has both phonemes and tokens in {token_dir}")
+    if missing:
+        print(f"[lm data] {missing} utterance(s) of {manifest} lack tokens or phonemes; skipped")
+    return out
+
+
+def _lang(language: str) -> int:
+    try:
+        return tag_id(f"lang:{language.split('-')[0]}")
+    except ValueError:
+        return tag_id("lang:en")
+
+
+class SequenceBuilder:
+    """Builds ``(steps [K, S], loss_mask [K, S])`` for one task; see the module docstring."""
+
+    def __init__(self, layout: TokenLayout):
+        self.layout = layout
+
+    def _audio_mask(self, steps: torch.Tensor) -> torch.Tensor:
+        # Predict real tokens only: not the EMPTY placeholders the delay pattern forces.
+        mask = steps != self.layout.empty
+        mask[0] = steps[0] != PAD_ID
+        return mask
+
+    def build(self, task: str, utt: Utterance, prompt: Utterance | None = None,
+              prefix_frames: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        L = self.layout
+        head = [BOS_ID, {"tts": TTS, "asr": ASR, "continue": CONTINUE}[task], _lang(utt.language)]
+        parts: list[tuple[torch.Tensor, bool]] = []  # (steps, is target)
+        if task == "tts":
+            if prompt is not None:
+                parts += [(L.text_steps(head + [VOICE_PROMPT, *prompt.text, AUDIO]), False),
+                          (L.audio_steps(prompt.codes), False)]
+                head = []
+            parts += [(L.text_steps(head + [TEXT, *utt.text, AUDIO]), False),
+                      (L.audio_steps(utt.codes, eos=True), True)]
+        elif task == "asr":
+            parts += [(L.text_steps(head + [AUDIO]), False), (L.audio_steps(utt.codes), False),
+                      (L.text_steps([TEXT]), False), (L.text_steps([*utt.text, EOS_ID]), True)]
+        elif task == "continue":
+            steps = L.audio_steps(utt.codes, eos=True)
+            target = self._audio_mask(steps)
+            for k in range(L.n_codebooks):  # the prefix frames are given, not predicted
+                target[k, : prefix_frames + k] = False
+            seq = torch.cat([L.text_steps(head + [AUDIO]), steps], dim=-1)
+            mask = torch.cat([torch.zeros(L.n_codebooks, len(head) + 1, dtype=torch.bool), target], dim=-1)
+            return seq, mask
+        else:
+            raise ValueError(f"unknown task {task!r}; known: {TASKS}")
+        seq = torch.cat([p for p, _ in parts], dim=-1)
+        mask = torch.cat([self._audio_mask(p) if t else torch.zeros_like(p, dtype=torch.bool) for p, t in parts], -1)
+        return seq, mask
+
+
+class LMDataset(Dataset):
+    """Item ``i`` -> ``(inputs [K, S-1], targets [K, S-1], loss_mask [K, S-1], task index)``."""
+
+    def __init__(self, utterances: list[Utterance], layout: TokenLayout, task_mix: dict[str, float] | None = None,
+                 prompt_prob: float = 0.8, seed: int = 0):
+        self.utts, self.layout, self.seed = utterances, layout, seed
+        self.task_mix = task_mix or {"tts": 0.7, "asr": 0.15, "continue": 0.15}
+        unknown = set(self.task_mix) - set(TASKS)
+        if unknown:
+            raise SpeechLMError(f"unknown task(s) {sorted(unknown)} in task_mix; known: {TASKS}")
+        self.prompt_prob = prompt_prob
+        self.builder = SequenceBuilder(layout)
+        self.by_speaker: dict[str, list[int]] = {}
+        for i, u in enumerate(utterances):
+            self.by_speaker.setdefault(u.speaker, []).append(i)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def length(self, i: int) -> int:
+        """Upper bound of item ``i``'s sequence length (for length-bucketed batching)."""
+        u = self.utts[i]
+        return 2 * (len(u.text) + u.codes.shape[-1] + self.layout.n_codebooks) + 8
+
+    def __getitem__(self, i: int):
+        rng = random.Random(hash((self.seed, self.epoch, i)))
+        task = rng.choices(list(self.task_mix), weights=list(self.task_mix.values()))[0]
+        utt = self.utts[i]
+        prompt = None
+        others = [j for j in self.by_speaker[utt.speaker] if j != i]
+        if task == "tts" and others and rng.random() < self.prompt_prob:
+            prompt = self.utts[rng.choice(others)]
+        prefix = rng.randint(1, max(1, utt.codes.shape[-1] // 2)) if task == "continue" else 0
+        seq, mask = self.builder.build(task, utt, prompt, prefix)
+        return seq[:, :-1], seq[:, 1:], mask[:, 1:], TASKS.index(task)
+
+
+def collate(batch, layout: TokenLayout):
+    """Right-pad to the longest sequence: PAD on stream 0, EMPTY elsewhere, no loss on padding."""
+    k, width = layout.n_codebooks, max(x[0].shape[-1] for x in batch)
+    inputs = torch.full((len(batch), k, width), layout.empty, dtype=torch.long)
+    inputs[:, 0] = PAD_ID
+    targets, mask = inputs.clone(), torch.zeros(len(batch), k, width, dtype=torch.bool)
+    for b, (x, y, m, _) in enumerate(batch):
+        inputs[b, :, : x.shape[-1]], targets[b, :, : y.shape[-1]], mask[b, :, : m.shape[-1]] = x, y, m
+    return inputs, targets, mask, torch.tensor([t for *_, t in batch])

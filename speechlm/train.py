@@ -16,6 +16,7 @@ from speechlm.errors import SpeechLMError
 STAGES = {
     "codec": ("speechlm.codec.lightning", "CodecModule", "speechlm.data.audio_dataset", "AudioDataModule"),
     "vocoder": ("speechlm.vocoder.lightning", "VocoderModule", "speechlm.data.audio_dataset", "AudioDataModule"),
+    "lm": ("speechlm.lm.lightning", "LMModule", "speechlm.lm.lightning", "LMDataModule"),
 }
 
 

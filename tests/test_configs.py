@@ -57,6 +57,15 @@ def _build(path: Path, tmp_path: Path):
         cli = build_cli(stage, args)
         assert cli.model.model.frame_rate <= 25 and cli.model.model.bitrate <= 1000
         return cli.model
+    if rel.startswith("lm/"):
+        from speechlm.train import build_cli
+
+        args = ["-c", str(CONFIGS / "lm/base.yaml")] + (["-c", str(path)] if path.name != "base.yaml" else [])
+        args += ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
+                 "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path)]
+        cli = build_cli("lm", args)
+        assert cli.model.model.num_params() > 0 and cli.trainer.max_steps > 0
+        return cli.model
     raise AssertionError(f"no builder for {rel}: teach tests/test_configs.py which command consumes it")
 
 

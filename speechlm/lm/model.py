@@ -161,7 +161,9 @@ class Block(nn.Module):
 @dataclass
 class LMOutput:
     logits: list[torch.Tensor]  # per stream, [B, S, V_k]
-    loss: torch.Tensor | None = None
+    loss: torch.Tensor | None = None  # mean cross-entropy over counted positions
+    row_loss: torch.Tensor | None = None  # [B] summed cross-entropy per sequence (per-task logging)
+    row_tokens: torch.Tensor | None = None  # [B] counted positions per sequence
 
 
 class SpeechLM(nn.Module):
@@ -207,16 +209,16 @@ class SpeechLM(nn.Module):
             cache.length += s
         x = self.norm(x)
         logits = [head(x) for head in self.heads]
-        loss = None
-        if targets is not None:
-            losses, counts = [], []
-            for i, lg in enumerate(logits):
-                ce = F.cross_entropy(lg.float().transpose(1, 2), targets[:, i], reduction="none")
-                m = loss_mask[:, i].float() if loss_mask is not None else torch.ones_like(ce)
-                losses.append((ce * m).sum())
-                counts.append(m.sum())
-            loss = torch.stack(losses).sum() / torch.stack(counts).sum().clamp(min=1)
-        return LMOutput(logits, loss)
+        if targets is None:
+            return LMOutput(logits)
+        row_loss = torch.zeros(b, device=x.device)
+        row_tokens = torch.zeros(b, device=x.device)
+        for i, lg in enumerate(logits):
+            ce = F.cross_entropy(lg.float().transpose(1, 2), targets[:, i], reduction="none")
+            m = loss_mask[:, i].float() if loss_mask is not None else torch.ones_like(ce)
+            row_loss = row_loss + (ce * m).sum(-1)
+            row_tokens = row_tokens + m.sum(-1)
+        return LMOutput(logits, row_loss.sum() / row_tokens.sum().clamp(min=1), row_loss, row_tokens)
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         p = next(self.parameters())

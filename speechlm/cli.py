@@ -196,7 +196,7 @@ def _run_codec(cfg) -> int:
 
     cmd = cfg.codec.codec_command
     args = cfg.codec[cmd]
-    codec = load_codec(args.codec, args.n_codebooks) if args.n_codebooks else load_codec(args.codec)
+    codec = load_codec(args.codec, args.n_codebooks)
     if cmd in ("encode", "resynth"):
         codes, n = encode_file(codec, args.input)
         if cmd == "encode":

@@ -103,8 +103,8 @@ def test_main_job_recipe_on_tiny_synthetic_corpus(tmp_path):
 def test_eval_command_scores_a_manifest(tmp_path, capsys):
     from tests.conftest import write_wav
 
-    ref = write_wav(tmp_path / "ref.wav", seconds=1.0, seed=1)
-    out = write_wav(tmp_path / "out.wav", seconds=1.2, seed=1)
+    write_wav(tmp_path / "ref.wav", seconds=1.0, seed=1)
+    write_wav(tmp_path / "out.wav", seconds=1.2, seed=1)
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"id": "u1", "audio": "out.wav", "reference_audio": "ref.wav"}) + "\n")
     assert main(["eval", "--manifest", str(manifest), "--out", str(tmp_path / "r"), "--metrics",

@@ -7,7 +7,7 @@ import random
 import pytest
 from lhotse.testing.dummies import dummy_cut
 
-from speechlm.data.manifest import Utterance, iter_manifest
+from speechlm.data.manifest import iter_manifest
 from speechlm.data.prepare import prepare
 from speechlm.data.sampler import BucketingConfig, DurationBucketSampler
 from speechlm.data.split import split_manifest
@@ -21,7 +21,7 @@ def _split_texts(out):
 
 def test_hash_split_keeps_each_sentence_in_one_split(layouts, tmp_path):
     # 40 sentences, each said by two speakers: a sentence must never straddle train and test.
-    lines = [f"u{i}_{spk}|{spk}|Sentence {i // 1} about item {i}." for i in range(40) for spk in ("a", "b")]
+    lines = [f"u{i}_{spk}|{spk}|Sentence about item {i}." for i in range(40) for spk in ("a", "b")]
     root = layouts.generic_table(lines=lines)
     prepare("generic", root, tmp_path / "p", progress=False)
     stats = split_manifest(tmp_path / "p" / "cuts.jsonl.gz", tmp_path / "p", dev_fraction=0.2, test_fraction=0.2)

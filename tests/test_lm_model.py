@@ -108,8 +108,10 @@ def test_sampling_controls():
     assert sample(logits, SamplingConfig(top_k=1), g).item() == 1
     assert sample(logits, SamplingConfig(top_p=0.01), g).item() == 1
     assert torch.isinf(filter_logits(logits, top_k=2)).sum() == 2
-    draws = lambda seed: [sample(logits, SamplingConfig(), torch.Generator().manual_seed(seed)).item()  # noqa: E731
-                          for _ in range(1)]
+    def draws(seed: int) -> list[int]:
+        g = torch.Generator().manual_seed(seed)
+        return [sample(logits, SamplingConfig(), g).item() for _ in range(20)]
+
     assert draws(7) == draws(7)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 import subprocess
 import sys
@@ -221,7 +220,7 @@ def test_path_traversal_and_foreign_files_refused(served):
              f"/api/r/{t}/audio/{foreign}", f"/api/r/{t}/audio/{check_clip}",
              f"/api/r/{t}/audio/{foreign[:-4]}.WAV", "/static/../session.json", "/static/%2e%2e%2fsession.json",
              "/static/..%2F..%2F..%2Fpyproject.toml", "/static/rater.html", "/session.json", "/ratings.sqlite",
-             f"/stimuli/{foreign}", "/../session.json", "//etc/passwd", f"/api/r/..%2F..%2Fsession.json/state"]
+             f"/stimuli/{foreign}", "/../session.json", "//etc/passwd", "/api/r/..%2F..%2Fsession.json/state"]
     secrets_ = [s.encode() for s in SYSTEMS] + [b"session_id", b"SQLite", b"root:", b"[project]"]
     for path in paths:
         status, body = raw_get(server, path)

@@ -9,7 +9,6 @@ test (reported), exactly as they would be at inference time.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 

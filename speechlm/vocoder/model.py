@@ -1,9 +1,9 @@
 """Token latent -> 24 kHz waveform: upsample 25 Hz -> 100 Hz, Vocos ConvNeXt backbone, ISTFT head.
 
 The head predicts STFT magnitude and phase per 100 Hz frame and an inverse STFT makes the waveform,
-so the network never runs at the sample rate: this is why Vocos-style vocoders are an order of
-magnitude faster than HiFi-GAN-style upsampling stacks at equal quality. The backbone and head are
-the ``vocos`` package's own modules.
+so the network never runs at the sample rate, unlike HiFi-GAN-style upsampling stacks; that is what
+makes Vocos-style vocoders fast on CPU (``eval/bench_codec.py`` measures ours). The backbone and
+head are the ``vocos`` package's own modules.
 """
 
 from __future__ import annotations

@@ -145,6 +145,9 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("SPEECHLM_SHARED_DATA", REPO.parent / "shared" / "data")))
     ap.add_argument("--synth", type=Path, default=REPO / "data" / "synth_default")
     ap.add_argument("--per-set", type=int, default=16)
+    ap.add_argument("--systems", default=None,
+                    help="only systems whose name contains this text (e.g. speechlm, for a quick check of a checkpoint)")
+    ap.add_argument("--no-speed", action="store_true", help="skip the speed measurements")
     ap.add_argument("--speed-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
@@ -192,6 +195,9 @@ def main() -> int:
         enc = EncodecCodec.pretrained(1.5, download=False)
         systems["EnCodec 1.5 kbps"] = {"run": lambda w, sr, t: neural_roundtrip(enc, w, sr), "nominal_kbps": 1.5}
     speed_only = {"EnCodec 24 kHz arch. (1.5 kbps, random weights)": "encodec_24khz:random"}
+    if args.systems:
+        systems = {k: v for k, v in systems.items() if k == "original" or args.systems in k}
+        speed_only = {k: v for k, v in speed_only.items() if args.systems in k}
 
     asr, sim_enc, dnsmos = get_asr(), get_speaker_encoder(), get_dnsmos()
     rows, t0 = [], time.time()
@@ -225,7 +231,7 @@ def main() -> int:
             entry.update({k: mean([r[k] for r in mine]) for k in ("pesq_wb", "stoi", "dnsmos_ovrl", "sim")})
             entry["wer_lj"] = corpus_wer(wers) if wers else None
         spec = s.get("speed") or speed_only.get(name)
-        if spec:
+        if spec and not args.no_speed:
             entry["speed"] = [measure_speed(spec, n) for n in (1, 2)]
         table.append(entry)
 

@@ -12,6 +12,13 @@ Why finite scalar quantization (Mentzer et al. 2023, as in CosyVoice 2) rather t
 codebook: there is no codebook to collapse. Measured here, encodec's EMA RVQ let its first level
 collapse to a perplexity of ~4 of 1024 within 200 CPU steps; FSQ rounds each latent dimension to a
 fixed grid, so every code stays reachable and no dead-code bookkeeping is needed.
+
+Why each residual level has its own projection (:class:`ResidualFSQ` below, built from the library's
+``FSQ``) rather than vector-quantize-pytorch's ``ResidualFSQ``: the library's version projects the
+latent once to ``len(levels)`` = 4 dimensions and refines those same 4 numbers at every level, so the
+whole codec is a rank-4 bottleneck. Measured on a checkpoint trained that way (1,500 steps), levels 3
+and 4 changed STOI by less than 0.002. Here every level quantizes the residual of the full latent in
+its own learned 4-d subspace, the way residual VQ does.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from vector_quantize_pytorch import ResidualFSQ
+from vector_quantize_pytorch import FSQ
 
 
 @dataclass
@@ -112,6 +119,32 @@ class CodecEncoder(nn.Module):
         return self.net(mel)[..., : mel.shape[-1] // self.total_stride]
 
 
+class ResidualFSQ(nn.Module):
+    """Residual FSQ over the full latent: level ``k`` quantizes what levels ``< k`` left over, each in its
+    own learned ``len(levels)``-d subspace (``FSQ`` projects in and out). Coarse to fine, so the first
+    ``n`` levels alone decode (lower bitrate) and quantizer dropout can train that."""
+
+    def __init__(self, dim: int, levels: list[int], n_levels: int):
+        super().__init__()
+        self.levels = nn.ModuleList(FSQ(levels=levels, dim=dim) for _ in range(n_levels))
+
+    def forward(self, z: torch.Tensor, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z [B, T, D]`` -> (quantized ``[B, T, D]``, codes ``[B, K, T]``, -1 for levels past ``n``)."""
+        n = len(self.levels) if n is None else n
+        residual, out = z, torch.zeros_like(z)
+        codes = torch.full((z.shape[0], len(self.levels), z.shape[1]), -1, dtype=torch.long, device=z.device)
+        for k, fsq in enumerate(self.levels[:n]):
+            q, idx = fsq(residual)
+            out = out + q
+            residual = residual - q.detach()  # the next level sees what this one missed
+            codes[:, k] = idx
+        return out, codes
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes [B, K, T]`` (``K <= n_levels``) -> quantized latent ``[B, T, D]``."""
+        return sum(self.levels[k].indices_to_codes(codes[:, k]) for k in range(codes.shape[1]))
+
+
 @dataclass
 class CodecOutput:
     latent: torch.Tensor  # [B, D, T] quantized latent (straight-through gradients in training)
@@ -127,18 +160,13 @@ class SpeechTokenizer(nn.Module):
         self.cfg = cfg
         self.mel = MelSpectrogram(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels)
         self.encoder = CodecEncoder(cfg)
-        # quantize_dropout=True is also what lets ``embed`` decode from fewer levels than trained.
-        self.quantizer = ResidualFSQ(dim=cfg.latent_dim, levels=list(cfg.fsq_levels),
-                                     num_quantizers=cfg.n_codebooks, quantize_dropout=True)
+        self.quantizer = ResidualFSQ(cfg.latent_dim, list(cfg.fsq_levels), cfg.n_codebooks)
 
     def _quantize(self, z: torch.Tensor, dropout: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        self.quantizer.quantize_dropout = dropout and self.cfg.n_codebooks > 1
-        try:
-            with torch.autocast(z.device.type, enabled=False):  # the FSQ grid rounding in fp32
-                quantized, indices = self.quantizer(z.float().transpose(1, 2))
-        finally:
-            self.quantizer.quantize_dropout = self.cfg.n_codebooks > 1
-        return quantized.transpose(1, 2), indices.transpose(1, 2).long()
+        n = int(torch.randint(1, self.cfg.n_codebooks + 1, ())) if dropout else self.cfg.n_codebooks
+        with torch.autocast(z.device.type, enabled=False):  # the FSQ grid rounding in fp32
+            quantized, codes = self.quantizer(z.float().transpose(1, 2), n)
+        return quantized.transpose(1, 2), codes
 
     def forward(self, wav: torch.Tensor, quantizer_dropout: bool = False) -> CodecOutput:
         """``wav [B, L]`` (L a multiple of ``samples_per_frame``) -> quantized latent and codes.
@@ -156,7 +184,7 @@ class SpeechTokenizer(nn.Module):
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes [B, K, T]`` (any K <= n_codebooks) -> latent ``[B, D, T]`` (sum of the levels' outputs)."""
         with torch.autocast(codes.device.type, enabled=False):
-            return self.quantizer.get_output_from_indices(codes.transpose(1, 2).long()).transpose(1, 2)
+            return self.quantizer.decode(codes.long()).transpose(1, 2)
 
 
 def codebook_stats(codes: torch.Tensor, codebook_size: int) -> dict[str, float]:

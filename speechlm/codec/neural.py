@@ -24,7 +24,7 @@ class NeuralCodec(Codec, torch.nn.Module):
     """Encode with :class:`SpeechTokenizer`, decode with :class:`Vocoder` (codes -> latent -> 24 kHz)."""
 
     def __init__(self, codec: CodecConfig, vocoder: VocoderConfig, name: str = "speechlm-codec",
-                 version: str = "1", n_codebooks: int | None = None):
+                 version: str = "2", n_codebooks: int | None = None):
         torch.nn.Module.__init__(self)
         if vocoder.latent_dim != codec.latent_dim or vocoder.sample_rate != codec.sample_rate:
             raise SpeechLMError(f"vocoder (latent {vocoder.latent_dim}, {vocoder.sample_rate} Hz) does not fit the "

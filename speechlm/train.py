@@ -3,15 +3,26 @@
 A thin wrapper over LightningCLI: ``-c`` files and ``--trainer.* / --model.* / --data.*`` flags are
 LightningCLI's own. Re-running the same command after a crash resumes from
 ``<trainer.default_root_dir>/checkpoints/last.ckpt`` (step, optimizer, scheduler and loop state);
-``--fresh`` ignores it.
+``--fresh`` ignores it. Every checkpoint of every stage is written atomically (:class:`AtomicCheckpointIO`),
+so a kill during a save leaves the previous ``last.ckpt`` in place, never a truncated one.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from pathlib import Path
+from typing import Any
+
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from speechlm.errors import SpeechLMError
+from speechlm.io import atomic_path
 
 STAGES = {
     "codec": ("speechlm.codec.lightning", "CodecModule", "speechlm.data.audio_dataset", "AudioDataModule"),
@@ -20,12 +31,36 @@ STAGES = {
 }
 
 
-def build_cli(stage: str, args: list[str], run: bool = False):
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temp file beside it, fsyncs it, then ``os.replace``s it into place.
+
+    Lightning's own save stages the file in the system temp folder and moves it over: across
+    filesystems that move is a copy, and a kill during the copy truncates ``last.ckpt``. The temp name
+    (``.last.ckpt.XXXX.tmp``) does not end in ``.ckpt``, so it is never taken for a checkpoint.
+    Remote paths (``s3://``...) keep Lightning's transactional upload.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_path(path, suffix="") as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class TrainCLI(LightningCLI):
+    """LightningCLI whose trainer saves checkpoints atomically unless the config chose a CheckpointIO."""
+
+    def instantiate_trainer(self, **kwargs: Any):
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+
+def build_cli(stage: str, args: list[str], run: bool = False) -> TrainCLI:
     """The LightningCLI for ``stage`` parsed from ``args`` (model, datamodule and trainer instantiated)."""
-    import importlib
-
-    from lightning.pytorch.cli import LightningCLI
-
     if stage not in STAGES:
         raise SpeechLMError(f"unknown training stage '{stage}'; known: {', '.join(STAGES)}")
     mod, model_cls, dmod, data_cls = STAGES[stage]
@@ -35,8 +70,8 @@ def build_cli(stage: str, args: list[str], run: bool = False):
     # split off and passed as ``args``.
     saved, sys.argv = sys.argv, sys.argv[:1]
     try:
-        return LightningCLI(model_class, data_class, args=args, run=run, save_config_kwargs={"overwrite": True},
-                            parser_kwargs={"description": f"Train the {stage} stage."})
+        return TrainCLI(model_class, data_class, args=args, run=run, save_config_kwargs={"overwrite": True},
+                        parser_kwargs={"description": f"Train the {stage} stage."})
     finally:
         sys.argv = saved
 

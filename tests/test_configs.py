@@ -61,12 +61,48 @@ def _build(path: Path, tmp_path: Path):
         from speechlm.train import build_cli
 
         args = ["-c", str(CONFIGS / "lm/base.yaml")] + (["-c", str(path)] if path.name != "base.yaml" else [])
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        _check_strategy((raw.get("trainer") or {}).get("strategy"))
+        if (raw.get("model") or {}).get("init_from"):  # SFT / LoRA start from an LM export: give them a tiny one
+            args += ["--model.size", "tiny", "--model.init_from", str(_tiny_lm_export(tmp_path / "export"))]
         args += ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
                  "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path)]
         cli = build_cli("lm", args)
         assert cli.model.model.num_params() > 0 and cli.trainer.max_steps > 0
         return cli.model
     raise AssertionError(f"no builder for {rel}: teach tests/test_configs.py which command consumes it")
+
+
+def _check_strategy(strategy) -> None:
+    """A strategy the GPU overlays name: a registered name, or a class_path that builds without a GPU.
+
+    The Trainer itself is built on CPU with ``strategy: auto`` (FSDP refuses a CPU accelerator and
+    DeepSpeed is not installed here), so this is where the overlay's strategy is checked.
+    """
+    if strategy is None or isinstance(strategy, str):
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        assert strategy is None or strategy in StrategyRegistry, f"unknown strategy {strategy!r}"
+        return
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.strategies import Strategy
+
+    parser = ArgumentParser()
+    parser.add_argument("--strategy", type=Strategy)
+    built = parser.instantiate(parser.parse_object({"strategy": strategy})).strategy
+    assert isinstance(built, Strategy)
+
+
+def _tiny_lm_export(out: Path) -> Path:
+    """A tiny LM export with base.yaml's layout (what sft.yaml / lora.yaml start from)."""
+    from speechlm.lm.export import export_lm, lm_meta
+    from speechlm.lm.layout import TokenLayout
+    from speechlm.lm.model import SpeechLM, lm_config
+
+    base = yaml.safe_load((CONFIGS / "lm/base.yaml").read_text(encoding="utf-8"))["model"]
+    layout = TokenLayout(base["text_vocab"], base["n_codebooks"], base["codebook_size"])
+    model = SpeechLM(lm_config("tiny", layout.stream_vocab))
+    return export_lm(out, model, lm_meta("tiny", model, layout, None, step=0))
 
 
 def test_configs_exist():

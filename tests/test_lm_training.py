@@ -21,11 +21,13 @@ from speechlm.vocoder.model import VocoderConfig
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "lm"
 
 
-@pytest.fixture(scope="module")
-def tokenized(tmp_path_factory):
+def tokenize_tiny_corpus(base: Path) -> tuple[Path, Path, int]:
+    """16 utterances of 2 speakers -> split, phonemized, tokenized by a tiny codec (2 codebooks of 16).
+
+    Returns ``(data dir, token dir, text vocab size)``, what ``_args`` takes.
+    """
     from tests.conftest import Layouts
 
-    base = tmp_path_factory.mktemp("lm")
     words = ["apple", "river", "candle", "mountain", "yellow", "seven", "garden", "window"]
     lines = [f"u{i}|s{i % 2}|The {words[i % 8]} is number {i}." for i in range(16)]
     root = Layouts(base / "corpora").generic_table(lines=lines)
@@ -37,6 +39,11 @@ def tokenized(tmp_path_factory):
     NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny()).save_pretrained(base / "codec")
     report = run_tokenize_stage(out, str(base / "codec"), shard_size=8, workers=1, progress=False)
     return out, Path(report.out_dir), TextTokenizer.load(out / "text" / "tokenizer.json").vocab_size
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory):
+    return tokenize_tiny_corpus(tmp_path_factory.mktemp("lm"))
 
 
 def _args(out: Path, tokens: Path, vocab: int, run: Path) -> list[str]:

@@ -124,4 +124,11 @@ class DurationBucketSampler(Sampler[list[int]]):
         return {"epoch": self.epoch, "consumed": self._consumed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue at ``state``; a position at the very end of an epoch is the start of the next one.
+
+        A checkpoint taken after an epoch's last batch says "epoch e, all consumed": without moving on,
+        the first pass after resuming would yield nothing, and a trainer would count an empty epoch.
+        """
         self.epoch, self._consumed = int(state["epoch"]), int(state["consumed"])
+        if self._consumed >= len(self):
+            self.epoch, self._consumed = self.epoch + 1, 0

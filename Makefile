@@ -15,7 +15,7 @@ DEB_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k fest
                 sox libsndfile1 ffmpeg codec2 opus-tools chromium
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help setup system-deps test run demo data-tiny codec-data train-codec bench bench-codec clean
+.PHONY: help setup system-deps test run demo data-tiny codec-data train-codec bench bench-codec bench-pipeline bench-lm clean
 
 help:
 	@sed -n '1,4p' Makefile; echo; grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -44,7 +44,9 @@ test: setup ## run the test suite
 run: setup ## the main job: build the embedded corpus (SIZE=default|tiny) and run its data recipe
 	SPEECHLM=$(BIN)/speechlm bash data_recipes/run.sh synthetic data/synth_$(SIZE) exp/data/synth_$(SIZE) --size $(SIZE)
 
-demo: run ## alias of `run` until the Gradio demo lands
+MODEL ?= default
+demo: setup ## serve the Gradio demo (TTS + voice chat) on http://127.0.0.1:7860 (MODEL=pipeline dir; DEMO_ARGS=flags)
+	$(BIN)/speechlm demo -c configs/demo/default.yaml --model $(MODEL) $(DEMO_ARGS)
 
 data-tiny: ## the same recipe on the tiny corpus (seconds)
 	$(MAKE) run SIZE=tiny
@@ -63,6 +65,21 @@ bench: setup ## data-pipeline throughput benchmark -> eval/reports/
 CODEC ?= default
 bench-codec: setup ## codec vs Codec2 / Opus / EnCodec (quality + speed) -> eval/reports/codec/ (CODEC=dir)
 	$(BIN)/python eval/bench_codec.py --codec $(CODEC) --data $(SHARED) --out eval/reports/codec
+
+# PIPELINE=dir measures a trained pipeline folder; without a bundled one the default is random weights
+PIPELINE ?= $(if $(wildcard speechlm/pretrained/pipeline.json),default,random)
+bench-pipeline: setup ## say RTF, stream latency, batch throughput, memory, int8/compile -> eval/reports/pipeline/ (PIPELINE=dir)
+	$(BIN)/python eval/bench_pipeline.py $(if $(filter random,$(PIPELINE)),--random-weights,--model $(PIPELINE)) \
+	  --out eval/reports/pipeline
+
+# LM decoding speed; more sizes or fewer runs: make bench-lm BENCH_LM_ARGS="--sizes small,base,large --compile"
+BENCH_LM_ARGS ?= --compile
+$(VENV)/.bench-installed: pyproject.toml | $(INSTALLED)
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	@touch $@
+
+bench-lm: setup $(VENV)/.bench-installed ## LM decoding, batch 1, vs HF GPT-2 and the bandwidth floor -> eval/reports/lm/
+	$(BIN)/python eval/bench_lm.py --out eval/reports/lm $(BENCH_LM_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -17,6 +17,7 @@ from speechlm import __version__
 from speechlm.errors import SpeechLMError
 
 CODEC_HELP = "default | a saved codec folder | encodec_24khz[@kbps]"
+MODEL_HELP = "default (the bundled pipeline) | a pipeline folder (Pipeline.save_pretrained)"
 CORPORA = ("synthetic", "ljspeech", "libritts", "vctk", "librispeech", "fsdd", "generic")
 
 
@@ -94,6 +95,47 @@ def build_parser() -> ArgumentParser:
         leaf.add_argument("--n_codebooks", type=int | None, default=None, help="fewer codebooks = lower bitrate")
         csub.add_subcommand(name, leaf)
 
+    say = _leaf("Speak a text into a WAV file.")
+    say.add_argument("text", type=str)
+    say.add_argument("-o", "--output", type=str, required=True, help="WAV file to write")
+    _synthesis_arguments(say)
+    say.add_argument("--batch_size", type=int, default=8, help="sentences generated together")
+    top.add_subcommand("say", say)
+
+    syn = _leaf("Synthesize every text of a .txt (one per line) or .jsonl file into WAVs + manifest.jsonl; "
+                "re-running resumes.")
+    syn.add_argument("--input", type=str, required=True, help=".txt or .jsonl ({id, text, voice, voice_text, seed})")
+    syn.add_argument("--out_dir", type=str, required=True)
+    _synthesis_arguments(syn)
+    syn.add_argument("--batch_size", type=int, default=8, help="texts generated together")
+    syn.add_argument("--devices", type=int, default=1, help="processes (ddp_spawn through Lightning's predict loop)")
+    syn.add_argument("--accelerator", type=str, default="cpu")
+    syn.add_argument("--progress", type=bool, default=True)
+    top.add_subcommand("synthesize", syn)
+
+    pipe = ArgumentParser(description="Pipeline folders (the model `say` and `synthesize` load).")
+    top.add_subcommand("pipeline", pipe)
+    psub = pipe.add_subcommands(dest="pipeline_command")
+    build = _leaf("Assemble a pipeline folder from a trained codec, LM and tokenizer, plus voice presets.")
+    build.add_argument("--codec", type=str, required=True, help=CODEC_HELP)
+    build.add_argument("--lm", type=str, required=True, help="LM folder (lm.json + lm.safetensors)")
+    build.add_argument("--tokenizer", type=str | None, default=None,
+                       help="tokenizer.json the LM was trained with (default: the one in the LM folder)")
+    build.add_argument("--out", type=str, required=True)
+    build.add_argument("--language", type=str, default="en")
+    build.add_argument("--backend", choices=("auto", "espeak", "char"), default="auto")
+    build.add_argument("--voices", type=str | None, default=None,
+                       help=".jsonl of presets: {name, audio, text, speaker}; audio relative to the file")
+    build.add_argument("--default_voice", type=str | None, default=None)
+    build.add_argument("--note", type=str, default="", help="a line for MODEL_CARD.md")
+    psub.add_subcommand("build", build)
+
+    from speechlm.demo.config import DemoConfig
+
+    demo = _leaf("Serve the Gradio demo (text-to-speech, voice chat) on this machine: configs/demo/default.yaml.")
+    demo.add_class_arguments(DemoConfig, None)
+    top.add_subcommand("demo", demo)
+
     from speechlm.eval.cli import add_eval_arguments
 
     evaluate = _leaf("Score synthesized audio: WER/CER, speaker similarity, DNSMOS, duration, codec fidelity.")
@@ -105,11 +147,111 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def _synthesis_arguments(p: ArgumentParser) -> None:
+    p.add_argument("--model", type=str, default="default", help=MODEL_HELP)
+    p.add_argument("--voice", type=str | None, default=None, help="reference audio of the wanted voice (3-6 s)")
+    p.add_argument("--voice_text", type=str | None, default=None,
+                   help="what the reference says (otherwise the LM transcribes it)")
+    p.add_argument("--speaker", type=str | None, default=None, help="a voice preset of the pipeline")
+    p.add_argument("--seed", type=int | None, default=0)
+    p.add_argument("--temperature", type=float | None, default=None, help="default: the pipeline's")
+    p.add_argument("--top_k", type=int | None, default=None)
+    p.add_argument("--top_p", type=float | None, default=None)
+    p.add_argument("--max_frames", type=int | None, default=None,
+                   help="cap on frames per sentence (default: the length guard, from the text's length)")
+    p.add_argument("--quantize", choices=("auto", "none", "int8"), default="auto",
+                   help="LM int8 dynamic quantization on CPU; auto: as the pipeline folder says (int8 by default)")
+    p.add_argument("--threads", type=int | None, default=None, help="torch CPU threads (per process)")
+
+
+def _synthesis_options(args) -> dict:
+    return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+            "max_frames": args.max_frames}
+
+
+def _voice_arg(args) -> str | None:
+    if args.voice and args.speaker:
+        raise SpeechLMError("give --voice (reference audio) or --speaker (a preset), not both")
+    if args.voice and not Path(args.voice).exists():
+        raise SpeechLMError(f"{args.voice}: reference audio not found")
+    return args.voice or args.speaker
+
+
+def _run_say(args) -> int:
+    import torch
+
+    from speechlm.inference import Pipeline
+    from speechlm.synthesis.batch import check_writable
+
+    voice = _voice_arg(args)
+    check_writable(Path(args.output).resolve().parent)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tts = Pipeline.from_pretrained(args.model, quantize=None if args.quantize == "none" else args.quantize)
+    r = tts.synthesize(args.text, voice, voice_text=args.voice_text, seed=args.seed, batch_size=args.batch_size,
+                       **_synthesis_options(args))
+    _write_wav(args.output, r.audio, r.sample_rate)
+    skipped = sum(s.status != "ok" for s in r.segments)
+    print(f"{args.output}: {r.duration:.2f} s at {r.sample_rate} Hz, {len(r.segments)} piece(s)"
+          + (f" ({skipped} with nothing speakable, skipped)" if skipped else "")
+          + f", first audio after {r.timings.first_audio_s:.2f} s, RTF {r.timings.rtf:.2f}")
+    return 0
+
+
+def _run_synthesize(args) -> int:
+    import os
+
+    from speechlm.synthesis.batch import run_batch
+
+    voice = _voice_arg(args)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.devices))
+    summary = run_batch(args.model, args.input, args.out_dir, voice=voice, seed=args.seed, batch_size=args.batch_size,
+                        devices=args.devices, accelerator=args.accelerator, options=_synthesis_options(args),
+                        quantize=None if args.quantize == "none" else args.quantize, threads=threads,
+                        progress=args.progress)
+    print(summary)
+    return 0 if summary.failed == 0 else 2
+
+
+def _run_pipeline(cfg) -> int:
+    from speechlm.codec.registry import load_codec
+    from speechlm.inference import Pipeline
+    from speechlm.lm.export import load_lm
+    from speechlm.text.frontend import TextFrontend
+    from speechlm.text.tokenizer import TextTokenizer
+
+    args = cfg.build
+    lm, layout, meta = load_lm(args.lm)
+    codec = load_codec(args.codec, layout.n_codebooks)
+    if meta.get("codec") and meta["codec"] != codec.info.to_dict():
+        raise SpeechLMError(f"{args.lm} was trained on tokens of {meta['codec']}, not of --codec {args.codec} "
+                            f"({codec.info.to_dict()})")
+    tokenizer = TextTokenizer.load(args.tokenizer or Path(args.lm) / "tokenizer.json")
+    tts = Pipeline(codec, lm, layout, tokenizer, TextFrontend(args.language, args.backend), lm_meta=meta)
+    if args.voices:
+        base = Path(args.voices).parent
+        for n, line in enumerate(Path(args.voices).read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                v = json.loads(line)
+                tts.add_voice(v["name"], base / v["audio"], text=v.get("text"), speaker=v.get("speaker", ""))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise SpeechLMError(f"{args.voices}:{n}: expected {{name, audio, text, speaker}} ({e})") from None
+    if args.default_voice is not None:
+        if args.default_voice not in tts.voices:
+            raise SpeechLMError(f"--default_voice {args.default_voice!r} is not one of the presets {sorted(tts.voices)}")
+        tts.default_voice = args.default_voice
+    out = tts.save_pretrained(args.out, note=args.note)
+    print(f"{out}: {tts}")
+    return 0
+
+
 def _bool_flags() -> set[str]:
     from speechlm.data.prepare import PrepareOptions
 
     names = {f.name for f in dataclasses.fields(PrepareOptions) if f.type in (bool, "bool")}
-    return names | {"force"}
+    return names | {"force", "progress", "share"}
 
 
 def normalize_argv(argv: list[str]) -> list[str]:
@@ -246,6 +388,17 @@ def main(argv: list[str] | None = None) -> int:
             from speechlm.eval.cli import run_eval_command
 
             return run_eval_command(cfg.eval)
+        if cfg.command == "say":
+            return _run_say(cfg.say)
+        if cfg.command == "synthesize":
+            return _run_synthesize(cfg.synthesize)
+        if cfg.command == "pipeline":
+            return _run_pipeline(cfg.pipeline)
+        if cfg.command == "demo":
+            from speechlm.demo import serve
+            from speechlm.demo.config import from_namespace
+
+            return serve(from_namespace(cfg.demo))
         return _run_codec(cfg) if cfg.command == "codec" else _run_data(cfg)
     except SpeechLMError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -84,22 +84,39 @@ class SequenceBuilder:
         mask[0] = steps[0] != PAD_ID
         return mask
 
+    def tts_prompt(self, text: list[int], language: str, voice_text: list[int] | None = None,
+                   voice_codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Steps ``[K, S]`` of a ``tts`` sequence up to where the target audio starts (after ``<|audio|>``).
+
+        ``voice_text`` (ids) and ``voice_codes [K, T]`` make a zero-shot voice prompt: another utterance
+        of the wanted speaker. Training (:meth:`build`) and inference build prompts here, so they match.
+        """
+        L = self.layout
+        head = [BOS_ID, TTS, _lang(language)]
+        parts = []
+        if voice_codes is not None:
+            parts += [L.text_steps(head + [VOICE_PROMPT, *(voice_text or []), AUDIO]), L.audio_steps(voice_codes)]
+            head = []
+        parts.append(L.text_steps(head + [TEXT, *text, AUDIO]))
+        return torch.cat(parts, dim=-1)
+
+    def asr_prompt(self, codes: torch.Tensor, language: str) -> torch.Tensor:
+        """Steps ``[K, S]`` of an ``asr`` sequence up to where the transcript starts (after ``<|text|>``)."""
+        L = self.layout
+        return torch.cat([L.text_steps([BOS_ID, ASR, _lang(language), AUDIO]), L.audio_steps(codes),
+                          L.text_steps([TEXT])], dim=-1)
+
     def build(self, task: str, utt: Utterance, prompt: Utterance | None = None,
               prefix_frames: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         L = self.layout
-        head = [BOS_ID, {"tts": TTS, "asr": ASR, "continue": CONTINUE}[task], _lang(utt.language)]
-        parts: list[tuple[torch.Tensor, bool]] = []  # (steps, is target)
         if task == "tts":
-            if prompt is not None:
-                parts += [(L.text_steps(head + [VOICE_PROMPT, *prompt.text, AUDIO]), False),
-                          (L.audio_steps(prompt.codes), False)]
-                head = []
-            parts += [(L.text_steps(head + [TEXT, *utt.text, AUDIO]), False),
-                      (L.audio_steps(utt.codes, eos=True), True)]
+            given = self.tts_prompt(utt.text, utt.language, prompt.text if prompt else None,
+                                    prompt.codes if prompt else None)
+            target = L.audio_steps(utt.codes, eos=True)
         elif task == "asr":
-            parts += [(L.text_steps(head + [AUDIO]), False), (L.audio_steps(utt.codes), False),
-                      (L.text_steps([TEXT]), False), (L.text_steps([*utt.text, EOS_ID]), True)]
+            given, target = self.asr_prompt(utt.codes, utt.language), L.text_steps([*utt.text, EOS_ID])
         elif task == "continue":
+            head = [BOS_ID, CONTINUE, _lang(utt.language)]
             steps = L.audio_steps(utt.codes, eos=True)
             target = self._audio_mask(steps)
             for k in range(L.n_codebooks):  # the prefix frames are given, not predicted
@@ -109,9 +126,8 @@ class SequenceBuilder:
             return seq, mask
         else:
             raise ValueError(f"unknown task {task!r}; known: {TASKS}")
-        seq = torch.cat([p for p, _ in parts], dim=-1)
-        mask = torch.cat([self._audio_mask(p) if t else torch.zeros_like(p, dtype=torch.bool) for p, t in parts], -1)
-        return seq, mask
+        mask = torch.cat([torch.zeros_like(given, dtype=torch.bool), self._audio_mask(target)], dim=-1)
+        return torch.cat([given, target], dim=-1), mask
 
 
 class LMDataset(Dataset):

@@ -1,0 +1,1 @@
+"""The parts behind :class:`speechlm.inference.Pipeline`: folder format, voices, sentence splitting, batch runs."""

@@ -6,6 +6,7 @@
 #
 #   CORPUS: synthetic | ljspeech | libritts | vctk | librispeech | fsdd | generic
 #   synthetic: stage 0 first builds the corpus into CORPUS_ROOT (--size, default "default").
+#   Stages: 0 corpus (synthetic), 1 prepare, 2 split, 3 text + tokenizer, 4 chat turns (synthetic).
 #
 # Examples:
 #   bash data_recipes/run.sh synthetic data/synth exp/data/synth
@@ -13,9 +14,9 @@
 #   bash data_recipes/run.sh librispeech /data/LibriSpeech exp/data/libri --stop-stage 2 -- --skip-bad
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-if [ $# -lt 3 ]; then sed -n '2,14p' "$0" >&2; exit 2; fi
+if [ $# -lt 3 ]; then sed -n '2,15p' "$0" >&2; exit 2; fi
 corpus="$1"; root="$2"; out="$3"; shift 3
-stage=0; stop_stage=3; size=default; language=en; extra=()
+stage=0; stop_stage=4; size=default; language=en; extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage="$2"; shift 2 ;;
@@ -43,5 +44,9 @@ fi
 if run 3; then
   echo "== stage 3: text front-end + tokenizer"
   bash "$here/03_text.sh" "$out" "$language"
+fi
+if run 4 && [ "$corpus" = synthetic ]; then
+  echo "== stage 4: chat turns for the LM's chat task"
+  bash "$here/04_chat.sh" "$out" "$language"
 fi
 echo "== done: $out"

@@ -70,6 +70,13 @@ def build_parser() -> ArgumentParser:
     text.add_argument("--force", type=bool, default=False)
     sub.add_subcommand("text", text)
 
+    chat = _leaf("Write the chat turns (closed-domain Q/A) phonemized with the text stage's tokenizer.")
+    chat.add_argument("--dir", type=str, required=True, help="folder whose text/tokenizer.json the text stage wrote")
+    chat.add_argument("--language", type=str, default="en")
+    chat.add_argument("--backend", choices=("auto", "espeak", "char"), default="auto")
+    chat.add_argument("--force", type=bool, default=False)
+    sub.add_subcommand("chat", chat)
+
     stats = _leaf("Print utterances, hours, speakers and durations of a manifest.")
     stats.add_argument("manifest", type=str)
     sub.add_subcommand("stats", stats)
@@ -320,6 +327,10 @@ def _run_data(cfg) -> int:
         from speechlm.data.text_stage import run_text_stage
 
         print(run_text_stage(args.dir, args.language, args.backend, args.force).summary())
+    elif cmd == "chat":
+        from speechlm.data.chat_stage import run_chat_stage
+
+        print(run_chat_stage(args.dir, args.language, args.backend, force=args.force).summary())
     elif cmd == "tokenize":
         from speechlm.data.tokenize_stage import run_tokenize_stage
 

@@ -53,11 +53,12 @@ from speechlm.synthesis.results import Fader, Request, Segment, SynthesisResult,
 from speechlm.synthesis.sentences import split_sentences, split_text
 from speechlm.synthesis.voice import AUDIO_SUFFIXES, generate_text, read_reference
 from speechlm.text.frontend import TextFrontend
-from speechlm.text.normalize import TextError, normalize_checked
+from speechlm.text.normalize import NormalizedText, TextError, normalize_checked
 from speechlm.text.tokenizer import TextTokenizer
 
 BUNDLED = Path(__file__).resolve().parent / "pretrained"
-OPTIONS = ("temperature", "top_k", "top_p", "repetition_window", "min_frames", "max_frames")
+# ``phonemes``: the text is already the front-end's output (a chat reply), so it is not normalized again
+OPTIONS = ("temperature", "top_k", "top_p", "repetition_window", "min_frames", "max_frames", "phonemes")
 
 
 @dataclass
@@ -245,6 +246,16 @@ class Pipeline:
         """Phonemes of ``audio`` by the LM's ``asr`` task (greedy)."""
         return self.tokenizer.decode(self._transcribe_codes(self.codec.encode(audio, sample_rate)[0].cpu()))
 
+    def chat(self, text: str, max_tokens: int = 200) -> str:
+        """The LM's ``chat`` reply to ``text`` (greedy), as phonemes: speak it with ``synthesize(reply, phonemes=True)``.
+
+        The default model learned a closed domain (:mod:`speechlm.corpus.dialogues`: small-number
+        arithmetic, counting, days, months, letters, courtesies); outside it, expect nonsense.
+        """
+        question = self.frontend.process([text])[0].phonemes  # TextError if nothing speakable
+        prompt = self.builder.chat_prompt(self.tokenizer.encode(question), self.frontend.language)
+        return self.tokenizer.decode(generate_text(self._lm_run, self.layout, prompt, max_tokens))
+
     def _voice_budget(self) -> int:
         return self.lm.cfg.max_seq_len // 2 - self.layout.n_codebooks
 
@@ -280,8 +291,12 @@ class Pipeline:
 
         def analyse(pieces: list[str]) -> None:
             new = [p for p in dict.fromkeys(pieces) if p not in analysed]
-            norm = [self.frontend.normalize_with_report(p) for p in new]
-            phones = self.frontend.phonemize([n.text if n.is_speakable else "" for n in norm])
+            if opts.get("phonemes"):
+                norm = [NormalizedText(p.strip(), [], self.frontend.language) for p in new]
+                phones = [n.text for n in norm]
+            else:
+                norm = [self.frontend.normalize_with_report(p) for p in new]
+                phones = self.frontend.phonemize([n.text if n.is_speakable else "" for n in norm])
             for p, n, ph in zip(new, norm, phones):
                 analysed[p] = (n, ph, self.tokenizer.encode(ph))
 
@@ -324,10 +339,11 @@ class Pipeline:
     def synthesize(self, text: str, voice=None, *, voice_text: str | None = None, seed: int | None = 0,
                    batch_size: int = 8, temperature: float | None = None, top_k: int | None = None,
                    top_p: float | None = None, repetition_window: int | None = None, min_frames: int | None = None,
-                   max_frames: int | None = None) -> SynthesisResult:
-        """Speech for ``text``. ``min_frames``/``max_frames`` replace the length guard (tests, benchmarks)."""
+                   max_frames: int | None = None, phonemes: bool = False) -> SynthesisResult:
+        """Speech for ``text``. ``min_frames``/``max_frames`` replace the length guard (tests, benchmarks);
+        ``phonemes`` says ``text`` is already phonemes (e.g. :meth:`chat`'s reply)."""
         opts = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "repetition_window": repetition_window,
-                "min_frames": min_frames, "max_frames": max_frames}
+                "min_frames": min_frames, "max_frames": max_frames, "phonemes": phonemes}
         result = self.synthesize_batch([Request(text, voice, voice_text, seed, options=opts)], batch_size)[0]
         if isinstance(result, Exception):
             raise result

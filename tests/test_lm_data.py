@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from speechlm.lm.data import LMDataset, SequenceBuilder, Utterance, collate
+from speechlm.lm.data import TASKS, ChatTurn, LMDataset, SequenceBuilder, Utterance, collate
 from speechlm.lm.layout import ASR, AUDIO, TEXT, TTS, VOICE_PROMPT, TokenLayout
+from speechlm.errors import SpeechLMError
 from speechlm.lm.model import SpeechLM, lm_config
 from speechlm.text.tokenizer import BOS_ID, EOS_ID
 
@@ -47,6 +49,18 @@ def test_dataset_is_deterministic_per_epoch_and_mixes_tasks():
     ds.set_epoch(1)
     assert [ds[i][3] for i in range(40)] != first
     assert all(ds.length(i) >= ds[i][0].shape[-1] for i in range(40))
+
+
+def test_chat_turns_are_extra_items_with_loss_on_the_reply():
+    turns = [ChatTurn(f"c{i}", "en", [70 + i, 71], [80, 81 + i, 82]) for i in range(3)]
+    ds = LMDataset([utt(0), utt(1)], L, seed=0, chat=turns)
+    assert len(ds) == 5
+    inputs, targets, mask, task = ds[3]
+    assert task == TASKS.index("chat") and ds.length(3) >= inputs.shape[-1]
+    assert targets[0, mask[0]].tolist() == [80, 82, 82, EOS_ID] and not mask[1:].any()
+    assert all(ds[i][3] != TASKS.index("chat") for i in range(2))
+    with pytest.raises(SpeechLMError, match="chat examples come from chat turns"):
+        LMDataset([utt(0)], L, task_mix={"chat": 1.0})
 
 
 def test_collate_pads_without_loss():

@@ -20,7 +20,7 @@ from speechlm.codec.neural import NeuralCodec
 from speechlm.data.audio import AudioError
 from speechlm.errors import SpeechLMError
 from speechlm.inference import Pipeline
-from speechlm.lm.data import SequenceBuilder, Utterance
+from speechlm.lm.data import ASSISTANT, ChatTurn, SequenceBuilder, Utterance
 from speechlm.lm.generate import length_guard
 from speechlm.lm.layout import TEXT, TTS, TokenLayout
 from speechlm.lm.model import SpeechLM, lm_config
@@ -339,12 +339,13 @@ def test_split_to_fit_prefers_clauses_and_keeps_every_character():
 # ------------------------------------------------------------------------------------------ asr
 
 
-def _scripted_lm(pipe: Pipeline, a: int, b: int) -> SpeechLM:
+def _scripted_lm(pipe: Pipeline, a: int, b: int, start: int = TEXT) -> SpeechLM:
     """The tiny LM with hand-set weights whose greedy stream-0 continuation of ``<|text|>`` is ``a b <eos>``.
 
     Blocks output zero (their projections are zeroed), so each position's hidden state is its input
     embedding; with tied heads the logits are dot products between embedding rows, chosen so that
     <|text|> -> a -> b -> <eos>, while a tag (<|tts|>) would score highest after <|text|> if it were allowed.
+    ``start`` replaces <|text|> as the token the text follows (``<|assistant|>`` for chat).
     """
     lm = copy.deepcopy(pipe.lm)
     with torch.no_grad():
@@ -355,7 +356,7 @@ def _scripted_lm(pipe: Pipeline, a: int, b: int) -> SpeechLM:
         e.zero_()
         dim = e.shape[1]
         unit = torch.eye(dim)
-        e[TEXT] = unit[0]
+        e[start] = unit[0]
         e[TTS] = 50 * unit[0]  # masked: tags may not appear in a transcript
         e[a] = unit[0] + unit[1]
         e[b] = 3 * (unit[1] + unit[2])
@@ -376,3 +377,20 @@ def test_asr_transcription_loop_follows_the_layout(pipe):
     scripted._lm_run = lm
     voice = scripted.voice_from_audio(voiced(1.0, 24000), 24000)
     assert voice.transcript_source == "asr" and voice.phonemes == pipe.tokenizer.decode([a, b])
+
+
+def test_chat_reply_follows_the_layout_and_is_spoken_as_phonemes(pipe):
+    a, b = SYMBOL_OFFSET + 2, SYMBOL_OFFSET + 5
+    scripted = copy.copy(pipe)
+    scripted._lm_run = _scripted_lm(pipe, a, b, start=ASSISTANT)
+    question = pipe.tokenizer.encode(pipe.frontend.process(["What is two plus two?"])[0].phonemes)
+    prompt = pipe.builder.chat_prompt(question, "en")
+    seq, mask = SequenceBuilder(pipe.layout).build_chat(ChatTurn("t", "en", question, [a, b]))
+    assert torch.equal(seq[:, : prompt.shape[-1]], prompt) and seq[0, prompt.shape[-1] - 1] == ASSISTANT
+    assert seq[0, mask[0]].tolist() == [a, b, EOS_ID] and not mask[1:].any()
+    reply = scripted.chat("What is two plus two?")
+    assert reply == pipe.tokenizer.decode([a, b])
+    spoken = pipe.synthesize(reply, phonemes=True, seed=0, **SMALL)
+    assert spoken.phonemes == reply and len(spoken.audio) > 0
+    with pytest.raises(TextError):
+        pipe.chat("🙂")

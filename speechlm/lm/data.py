@@ -7,6 +7,10 @@ epoch from a seeded generator, so a resumed or distributed run sees exactly the 
                 <|text|> text <|audio|> **audio <eos>**
 * ``asr``:      <bos> <|asr|> <|lang|> <|audio|> audio <|text|> **text <eos>**
 * ``continue``: <bos> <|continue|> <|lang|> <|audio|> audio prefix **rest of the audio <eos>**
+* ``chat``:     <bos> <|chat|> <|lang|> <|user|> question <|assistant|> **reply <eos>**
+
+``chat`` examples are text turns (:mod:`speechlm.corpus.dialogues`), not utterances; a voice chat
+reads the question with ``asr`` first and speaks the reply with ``tts``.
 
 Loss is taken on the bold spans only (``loss_mask``). The voice prompt is another utterance of the
 same speaker: zero-shot prompting is learned from data, the way VALL-E learns it.
@@ -24,10 +28,12 @@ from torch.utils.data import Dataset
 from speechlm.codec.tokens import load_tokens
 from speechlm.data.manifest import iter_manifest
 from speechlm.errors import SpeechLMError
-from speechlm.lm.layout import ASR, AUDIO, CONTINUE, TEXT, TTS, VOICE_PROMPT, TokenLayout, tag_id
+from speechlm.lm.layout import ASR, AUDIO, CHAT, CONTINUE, TEXT, TTS, VOICE_PROMPT, TokenLayout, tag_id
 from speechlm.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, TextTokenizer
 
-TASKS = ("tts", "asr", "continue")
+TASKS = ("tts", "asr", "continue", "chat")
+UTTERANCE_TASKS = TASKS[:3]  # drawn per utterance by ``task_mix``; chat items are chat turns
+USER, ASSISTANT = tag_id("user"), tag_id("assistant")
 
 
 @dataclass
@@ -37,6 +43,22 @@ class Utterance:
     language: str
     text: list[int]  # phoneme ids (no specials)
     codes: torch.Tensor  # [K, T]
+
+
+@dataclass
+class ChatTurn:
+    id: str
+    language: str
+    user: list[int]  # phoneme ids of the question
+    reply: list[int]  # phoneme ids of the answer
+
+
+def load_chat(path: str | Path, tokenizer: TextTokenizer, language: str = "en") -> list[ChatTurn]:
+    """Chat turns from ``speechlm data chat`` (``<dir>/text/chat_{split}.jsonl``)."""
+    from speechlm.data.chat_stage import load_chat_turns
+
+    return [ChatTurn(r["id"], language, tokenizer.encode(r["user_phonemes"]), tokenizer.encode(r["reply_phonemes"]))
+            for r in load_chat_turns(path)]
 
 
 def load_utterances(manifest: str | Path, token_dir: str | Path, split: str, tokenizer: TextTokenizer
@@ -106,6 +128,15 @@ class SequenceBuilder:
         return torch.cat([L.text_steps([BOS_ID, ASR, _lang(language), AUDIO]), L.audio_steps(codes),
                           L.text_steps([TEXT])], dim=-1)
 
+    def chat_prompt(self, user: list[int], language: str) -> torch.Tensor:
+        """Steps ``[K, S]`` of a ``chat`` sequence up to where the reply starts (after ``<|assistant|>``)."""
+        return self.layout.text_steps([BOS_ID, CHAT, _lang(language), USER, *user, ASSISTANT])
+
+    def build_chat(self, turn: ChatTurn) -> tuple[torch.Tensor, torch.Tensor]:
+        given, target = self.chat_prompt(turn.user, turn.language), self.layout.text_steps([*turn.reply, EOS_ID])
+        mask = torch.cat([torch.zeros_like(given, dtype=torch.bool), self._audio_mask(target)], dim=-1)
+        return torch.cat([given, target], dim=-1), mask
+
     def build(self, task: str, utt: Utterance, prompt: Utterance | None = None,
               prefix_frames: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         L = self.layout
@@ -125,21 +156,26 @@ class SequenceBuilder:
             mask = torch.cat([torch.zeros(L.n_codebooks, len(head) + 1, dtype=torch.bool), target], dim=-1)
             return seq, mask
         else:
-            raise ValueError(f"unknown task {task!r}; known: {TASKS}")
+            raise ValueError(f"unknown utterance task {task!r}; known: {UTTERANCE_TASKS} (chat: build_chat)")
         mask = torch.cat([torch.zeros_like(given, dtype=torch.bool), self._audio_mask(target)], dim=-1)
         return torch.cat([given, target], dim=-1), mask
 
 
 class LMDataset(Dataset):
-    """Item ``i`` -> ``(inputs [K, S-1], targets [K, S-1], loss_mask [K, S-1], task index)``."""
+    """Item ``i`` -> ``(inputs [K, S-1], targets [K, S-1], loss_mask [K, S-1], task index)``.
+
+    Items ``0 .. len(utterances)-1`` are utterances (task drawn by ``task_mix``), the rest ``chat`` turns.
+    """
 
     def __init__(self, utterances: list[Utterance], layout: TokenLayout, task_mix: dict[str, float] | None = None,
-                 prompt_prob: float = 0.8, seed: int = 0):
+                 prompt_prob: float = 0.8, seed: int = 0, chat: list[ChatTurn] | None = None):
         self.utts, self.layout, self.seed = utterances, layout, seed
+        self.chat = chat or []
         self.task_mix = task_mix or {"tts": 0.7, "asr": 0.15, "continue": 0.15}
-        unknown = set(self.task_mix) - set(TASKS)
+        unknown = set(self.task_mix) - set(UTTERANCE_TASKS)
         if unknown:
-            raise SpeechLMError(f"unknown task(s) {sorted(unknown)} in task_mix; known: {TASKS}")
+            raise SpeechLMError(f"unknown task(s) {sorted(unknown)} in task_mix; known: {UTTERANCE_TASKS} "
+                                "(chat examples come from chat turns: data.chat)")
         self.prompt_prob = prompt_prob
         self.builder = SequenceBuilder(layout)
         self.by_speaker: dict[str, list[int]] = {}
@@ -151,14 +187,20 @@ class LMDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.utts)
+        return len(self.utts) + len(self.chat)
 
     def length(self, i: int) -> int:
         """Upper bound of item ``i``'s sequence length (for length-bucketed batching)."""
+        if i >= len(self.utts):
+            turn = self.chat[i - len(self.utts)]
+            return len(turn.user) + len(turn.reply) + 8
         u = self.utts[i]
         return 2 * (len(u.text) + u.codes.shape[-1] + self.layout.n_codebooks) + 8
 
     def __getitem__(self, i: int):
+        if i >= len(self.utts):
+            seq, mask = self.builder.build_chat(self.chat[i - len(self.utts)])
+            return seq[:, :-1], seq[:, 1:], mask[:, 1:], TASKS.index("chat")
         rng = random.Random(hash((self.seed, self.epoch, i)))
         task = rng.choices(list(self.task_mix), weights=list(self.task_mix.values()))[0]
         utt = self.utts[i]

@@ -39,7 +39,7 @@ from speechlm.data.sampler import BucketingConfig, DurationBucketSampler
 from speechlm.errors import SpeechLMError
 from speechlm.io import write_json
 from speechlm.lm.checkpoint import checkpoint_before, rng_state, set_rng_state
-from speechlm.lm.data import TASKS, LMDataset, collate, load_utterances
+from speechlm.lm.data import TASKS, LMDataset, collate, load_chat, load_utterances
 from speechlm.lm.export import CONFIG, export_lm, lm_meta, load_lm
 from speechlm.lm.layout import TokenLayout
 from speechlm.lm.lora import LoraSettings, apply_lora, save_adapter
@@ -253,12 +253,13 @@ def _collate_keyed(items, layout: TokenLayout):
 class LMDataModule(L.LightningDataModule):
     """Phonemized manifests (``<data_dir>/text``) + token shards (``token_dir``) -> length-bucketed batches.
 
-    ``speakers`` keeps only those speakers' utterances (LoRA voice adaptation). ``state_dict`` is the
+    ``speakers`` keeps only those speakers' utterances (LoRA voice adaptation). ``chat`` adds the text
+    turns of ``<data_dir>/text/chat_train.jsonl`` (``speechlm data chat``) for the ``chat`` task. ``state_dict`` is the
     position after the last batch training took (``last_batch``); Lightning stores it in checkpoints.
     """
 
     def __init__(self, data_dir: str, token_dir: str, max_tokens: int = 8192, task_mix: dict[str, float] | None = None,
-                 speakers: list[str] | None = None, num_workers: int = 0, seed: int = 0):
+                 speakers: list[str] | None = None, chat: bool = False, num_workers: int = 0, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.layout: TokenLayout | None = None
@@ -277,7 +278,13 @@ class LMDataModule(L.LightningDataModule):
         val = self._keep(load_utterances(text / "cuts_dev.jsonl.gz", h.token_dir, "dev", tok), None)
         self.codec_info = read_token_info(next(Path(h.token_dir).glob("train-*.safetensors")))
         self.layout = TokenLayout(tok.vocab_size, self.codec_info.n_codebooks, self.codec_info.codebook_size)
-        self.train_set = LMDataset(train, self.layout, h.task_mix, seed=h.seed)
+        chat = []
+        if h.chat:  # text turns for the chat task (speechlm data chat)
+            path = text / "chat_train.jsonl"
+            if not path.exists():
+                raise SpeechLMError(f"{path}: not found; run `speechlm data chat --dir {h.data_dir}` or set data.chat false")
+            chat = load_chat(path, tok, tok.language)
+        self.train_set = LMDataset(train, self.layout, h.task_mix, seed=h.seed, chat=chat)
         self.val_set = LMDataset(val, self.layout, h.task_mix, seed=h.seed + 1) if val else None
 
     def _keep(self, utts: list, split: str | None) -> list:

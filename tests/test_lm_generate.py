@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -64,3 +66,38 @@ def test_length_guard_scales_with_text():
     with pytest.raises(ValueError, match="max_seq_len"):
         generate(SpeechLM(lm_config("tiny", LAYOUT.stream_vocab, max_seq_len=16)), LAYOUT, [prompt(5)],
                  GenerationConfig(max_frames=50))
+
+
+def test_equal_min_and_max_frames_never_stop_early(model):
+    cfg = GenerationConfig(min_frames=7, max_frames=7, sampling=SamplingConfig(temperature=0))
+    steps = list(stream_frames(model, LAYOUT, [prompt(4)], cfg))
+    assert len(steps) == 7 + LAYOUT.n_codebooks - 1  # what eval/bench_lm.py counts on
+
+
+# Codes from the implementation before the decoding speed work (commit 4d5a74b), same seeds and model:
+# the speed work (masks built once, GQA without copies, additive rule masks, sampling without
+# torch.multinomial's check, the decoding weight layout) must not change one seeded token.
+# Item 0 of "sampled" ends with <eos> after 10 frames while item 1 runs to the length guard.
+BEFORE = {
+    "greedy": (GenerationConfig(min_frames=2, max_frames=6, sampling=SamplingConfig(temperature=0)),
+               [[[3, 3, 3, 3, 3, 3], [12, 12, 12, 12, 12, 12], [2, 2, 2, 2, 2, 2]],
+                [[0, 0, 0, 0, 0, 0], [12, 12, 12, 12, 12, 12], [2, 2, 2, 2, 2, 2]]]),
+    "sampled": (GenerationConfig(min_frames=2, max_frames=12, seed=5),
+                [[[14, 14, 13, 0, 9, 2, 5, 5, 15, 9], [4, 12, 12, 2, 7, 11, 8, 3, 3, 4],
+                  [8, 13, 6, 1, 10, 2, 3, 10, 11, 14]],
+                 [[3, 3, 12, 10, 3, 0, 4, 8, 13, 0, 9, 2], [6, 8, 0, 12, 11, 11, 14, 12, 7, 5, 1, 9],
+                  [2, 2, 12, 12, 14, 3, 0, 15, 12, 10, 8, 10]]]),
+    "filtered": (GenerationConfig(min_frames=2, max_frames=6, seed=7, sampling=SamplingConfig(
+                     temperature=0.9, top_k=6, top_p=0.8, repetition_window=4, repetition_ratio=0.3)),
+                 [[[10, 0, 2, 14, 2, 11], [2, 2, 0, 6, 6, 0], [5, 5, 12, 7, 14, 4]],
+                  [[3, 6, 13, 14, 2, 2], [2, 12, 3, 5, 0, 9], [5, 2, 4, 4, 15, 15]]]),
+}
+
+
+@pytest.mark.parametrize("decoding_layout", [False, True])
+@pytest.mark.parametrize("case", list(BEFORE))
+def test_seeded_codes_unchanged_by_the_speed_work(model, case, decoding_layout):
+    lm = copy.deepcopy(model).optimize_for_decoding() if decoding_layout else model
+    cfg, expected = BEFORE[case]
+    codes = generate(lm, LAYOUT, [prompt(5, 1), prompt(9, 2)], cfg)  # left-padded batch of two
+    assert [c.tolist() for c in codes] == expected

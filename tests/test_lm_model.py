@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from speechlm.lm.layout import AUDIO, TTS, TokenLayout
-from speechlm.lm.model import LMConfig, SpeechLM, lm_config
-from speechlm.lm.sampling import SamplingConfig, filter_logits, sample
+from speechlm.lm.model import LMConfig, SpeechLM, apply_rope, lm_config, rope_tables
+from speechlm.lm.sampling import SamplingConfig, draw, filter_logits, sample
 from speechlm.text.tokenizer import PAD_ID
 
 
@@ -50,17 +53,70 @@ def test_causal_no_lookahead(tiny):
         assert not torch.allclose(la[:, 7:], lb[:, 7:], atol=1e-3)
 
 
-def test_kv_cache_matches_full_forward(tiny):
+@pytest.mark.parametrize("decoding_layout", [False, True])
+def test_kv_cache_matches_full_forward(tiny, decoding_layout):
+    model = copy.deepcopy(tiny).optimize_for_decoding() if decoding_layout else tiny
     x = _steps(s=10)
     full = tiny(x).logits
-    cache = tiny.new_cache(2, 16)
-    parts = [tiny(x[..., :4], cache=cache).logits]  # prefill, then a chunk, then one step at a time
-    parts.append(tiny(x[..., 4:7], cache=cache).logits)
-    parts += [tiny(x[..., i:i + 1], cache=cache).logits for i in range(7, 10)]
+    cache = model.new_cache(2, 16)
+    parts = [model(x[..., :4], cache=cache).logits]  # prefill, then a chunk, then one step at a time
+    parts.append(model(x[..., 4:7], cache=cache).logits)
+    parts += [model(x[..., i:i + 1], cache=cache).logits for i in range(7, 10)]
     for k in range(3):
         inc = torch.cat([p[k] for p in parts], dim=1)
         assert torch.allclose(inc, full[k], atol=1e-5)
     assert cache.length == 10
+
+
+def test_last_only_logits_are_the_last_position(tiny):
+    x = _steps(s=6)
+    full, last = tiny(x).logits, tiny(x, last_only=True).logits
+    for a, b in zip(full, last):
+        assert b.shape == (2, 1, a.shape[-1]) and torch.allclose(a[:, -1:], b, atol=1e-6)
+    with pytest.raises(ValueError, match="last_only"):
+        tiny(x, targets=x, last_only=True)
+
+
+def test_cached_steps_with_left_padding_match_the_unpadded_forward(tiny):
+    x = _steps(b=1, s=9)
+    full = tiny(x).logits
+    padded = torch.cat([torch.zeros(1, 3, 3, dtype=torch.long), x], -1)  # 3 pad steps in front
+    key_mask = torch.arange(12)[None] >= 3
+    cache = tiny.new_cache(1, 12)
+    parts = [tiny(padded[..., :8], cache=cache, key_mask=key_mask[:, :8]).logits]
+    parts += [tiny(padded[..., i:i + 1], cache=cache, key_mask=key_mask[:, :i + 1]).logits for i in range(8, 12)]
+    for k in range(3):
+        inc = torch.cat([p[k] for p in parts], dim=1)[:, 3:]
+        assert torch.allclose(inc, full[k], atol=1e-5)
+
+
+def test_rope_is_the_pairwise_rotation():
+    cos, sin = rope_tables(8, 5, 10_000.0)
+    x = torch.randn(2, 3, 5, 8)
+    ang = torch.outer(torch.arange(5).float(), 1.0 / 10_000.0 ** (torch.arange(0, 8, 2).float() / 8))
+    a, b = x.unflatten(-1, (-1, 2)).unbind(-1)
+    ref = torch.stack([a * ang.cos() - b * ang.sin(), a * ang.sin() + b * ang.cos()], -1).flatten(-2)
+    assert torch.equal(apply_rope(x, cos, sin), ref)  # bit for bit the textbook formula
+    assert torch.allclose(apply_rope(x, cos, sin).norm(dim=-1), x.norm(dim=-1), atol=1e-5)
+
+
+def test_decoding_layout_keeps_outputs_names_and_checkpoints(tiny, tmp_path):
+    opt = copy.deepcopy(tiny).optimize_for_decoding()
+    assert opt.heads[0].weight is opt.embed[0].weight  # still tied
+    assert all(not p.is_contiguous() for p in opt.parameters() if p.dim() == 2)
+    x = _steps()
+    for a, b in zip(tiny(x).logits, opt(x).logits):
+        assert torch.allclose(a, b, atol=1e-6)
+    ref, state = tiny.state_dict(), opt.state_dict()
+    assert list(state) == list(ref)
+    assert all(v.is_contiguous() and torch.equal(v, ref[k]) for k, v in state.items())
+    assert state["heads.0.weight"] is state["embed.0.weight"]  # tied weights stay one tensor in checkpoints
+    untied = {k: v for k, v in state.items() if not k.startswith("heads.")}
+    save_file(untied, tmp_path / "lm.safetensors")
+    fresh = SpeechLM(tiny.cfg).optimize_for_decoding()
+    fresh.load_state_dict(load_file(tmp_path / "lm.safetensors"), strict=False)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), tiny.parameters()))
+    assert not fresh.blocks[0].attn.q.weight.is_contiguous()  # loading keeps the decoding layout
 
 
 def test_tiny_lm_learns_a_sequence():
@@ -113,6 +169,15 @@ def test_sampling_controls():
         return [sample(logits, SamplingConfig(), g).item() for _ in range(20)]
 
     assert draws(7) == draws(7)
+
+
+def test_draw_gives_torch_multinomials_tokens():
+    probs = torch.rand(3, 50).pow(4).softmax(-1)
+    for seed in range(20):  # seeded generations stay what they were with torch.multinomial
+        expected = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed)).squeeze(-1)
+        assert torch.equal(draw(probs, torch.Generator().manual_seed(seed)), expected)
+    counts = torch.bincount(draw(torch.tensor([[0.2, 0.8]]).expand(4000, 2), torch.Generator().manual_seed(0)))
+    assert abs(counts[1].item() / 4000 - 0.8) < 0.03
 
 
 def test_repetition_aware_sampling_breaks_loops():

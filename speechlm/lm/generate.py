@@ -56,61 +56,84 @@ def _left_pad(prompts: list[torch.Tensor], layout: TokenLayout) -> tuple[torch.T
     return steps, mask
 
 
+def _stream_bias(layout: TokenLayout, vocab: list[int], device) -> dict[str, torch.Tensor]:
+    """The per-stream rules as additive logit masks (0 = allowed, -inf = not), built once per call."""
+    def bias(size: int, *allowed: slice | int) -> torch.Tensor:
+        b = torch.full((size,), -torch.inf, device=device)
+        for a in allowed:
+            b[a] = 0.0
+        return b
+
+    codebook0 = slice(layout.text_vocab, None)
+    masks = {"audio0": bias(vocab[0], codebook0), "audio0_or_eos": bias(vocab[0], codebook0, EOS_ID),
+             "eos": bias(vocab[0], EOS_ID)}
+    if len(vocab) > 1:  # streams 1..K-1: their codebook, never EMPTY (the delay pattern places those)
+        masks["audio"] = bias(vocab[1], slice(0, layout.codebook_size))
+    return masks
+
+
 @torch.inference_mode()
 def stream_frames(model: SpeechLM, layout: TokenLayout, prompts: list[torch.Tensor],
                   cfg: GenerationConfig = GenerationConfig()) -> Iterator[list[torch.Tensor | None]]:
-    """Yields, per step, one entry per prompt: a finished frame's codes ``[K]`` or None."""
+    """Yields, per step, one entry per prompt: a finished frame's codes ``[K]`` or None.
+
+    Exactly ``max_frames + K - 1`` steps when ``min_frames == max_frames`` (no early ``<eos>``).
+    """
     k, b = layout.n_codebooks, len(prompts)
     device = next(model.parameters()).device
     steps, key_mask = _left_pad(prompts, layout)
-    steps, key_mask = steps.to(device), key_mask.to(device)
-    total = steps.shape[-1] + cfg.max_frames + k
+    width = steps.shape[-1]
+    total = width + cfg.max_frames + k
     if total > model.cfg.max_seq_len:
         raise ValueError(f"prompt + {cfg.max_frames} frames needs {total} steps > max_seq_len {model.cfg.max_seq_len}")
     gen = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.seed is not None else None
     cache = model.new_cache(b, total)
-    out = model(steps, cache=cache, key_mask=key_mask)
-    end = torch.full((b,), -1, dtype=torch.long)  # frame count once <eos> was sampled
-    history: list[torch.Tensor] = []  # generated steps [B, K]
+    padded = not bool(key_mask.all())  # no padding: no key mask, so SDPA runs unmasked
+    if padded:  # every generated step is a real key; the mask is sliced per step, never regrown
+        key_mask = torch.cat([key_mask, torch.ones(b, total - width, dtype=torch.bool)], 1).to(device)
+    out = model(steps.to(device), cache=cache, key_mask=key_mask[:, :width] if padded else None, last_only=True)
+    bias = _stream_bias(layout, [lg.shape[-1] for lg in out.logits], device)
+    window = cfg.sampling.repetition_window
+    history = torch.empty(b, k, total - width, dtype=torch.long, device=device)  # generated steps
+    end = [-1] * b  # frame count once <eos> was sampled (plain ints: this bookkeeping is per step)
     j = 0
     while True:
-        tokens = torch.empty(b, k, dtype=torch.long, device=device)
+        tokens = history[:, :, j]
         for s in range(k):
-            logits = out.logits[s][:, -1].float()
-            allowed = torch.zeros_like(logits, dtype=torch.bool)
-            if s == 0:
-                allowed[:, layout.text_vocab:] = True  # codebook 0
-                allowed[:, EOS_ID] = j >= cfg.min_frames
-                if j >= cfg.max_frames:  # length guard: force the end
-                    allowed[:] = False
-                    allowed[:, EOS_ID] = True
+            if s > 0:
+                allowed = bias["audio"]
+            elif j >= cfg.max_frames:  # length guard: force the end
+                allowed = bias["eos"]
             else:
-                allowed[:, : layout.codebook_size] = True
-            hist = torch.stack([h[:, s] for h in history[-64:]], -1) if history else None
-            tokens[:, s] = sample(logits.masked_fill(~allowed, -torch.inf), cfg.sampling, gen, hist)
+                allowed = bias["audio0_or_eos" if j >= cfg.min_frames else "audio0"]
+            hist = history[:, s, max(0, j - window): j] if window > 0 else None
+            tokens[:, s] = sample(out.logits[s][:, -1].float() + allowed, cfg.sampling, gen, hist)
         for s in range(1, k):  # delay pattern: nothing yet / nothing any more on this stream
-            frame = j - s
-            idle = (frame < 0) | ((end >= 0) & (frame >= end))
-            tokens[idle.to(device), s] = layout.empty
-        newly = (end < 0) & (tokens[:, 0].cpu() == EOS_ID)
-        end[newly] = j
-        tokens[(end >= 0).to(device), 0] = PAD_ID
-        tokens[newly.to(device), 0] = EOS_ID
-        history.append(tokens)
+            if j < s:
+                tokens[:, s] = layout.empty
+            else:
+                for i in range(b):
+                    if 0 <= end[i] <= j - s:
+                        tokens[i, s] = layout.empty
+        first = tokens[:, 0].tolist()
+        for i in range(b):
+            if end[i] < 0 and first[i] == EOS_ID:
+                end[i] = j
+            elif end[i] >= 0:  # <eos> once, then <pad> while the delayed streams finish
+                tokens[i, 0] = PAD_ID
         # frame j - (k - 1) is now complete on every stream
         f = j - (k - 1)
         ready: list[torch.Tensor | None] = [None] * b
         if f >= 0:
-            for i in range(b):
-                if end[i] < 0 or f < end[i]:
-                    ready[i] = torch.stack([history[f + s][i, s] for s in range(k)]).cpu()
-                    ready[i][0] -= layout.text_vocab
+            # stream i of frame f sits at step f + i: the diagonal of the last K steps, [B, K]
+            codes = history[:, :, f: f + k].diagonal(dim1=1, dim2=2).to("cpu", copy=True)
+            codes[:, 0] -= layout.text_vocab
+            ready = [codes[i].clone() if end[i] < 0 or f < end[i] else None for i in range(b)]
         yield ready
-        if (end >= 0).all() and j >= int(end.max()) + k - 2:  # last frame's last codebook is out
+        if min(end) >= 0 and j >= max(end) + k - 2:  # last frame's last codebook is out
             return
         j += 1
-        key_mask = torch.cat([key_mask, torch.ones(b, 1, dtype=torch.bool, device=device)], 1)
-        out = model(tokens[:, :, None], cache=cache, key_mask=key_mask)
+        out = model(tokens[:, :, None], cache=cache, key_mask=key_mask[:, : width + j] if padded else None)
 
 
 def generate(model: SpeechLM, layout: TokenLayout, prompts: list[torch.Tensor],

@@ -4,6 +4,12 @@ Llama-style blocks: RMSNorm, rotary position embeddings, SwiGLU feed-forward, op
 attention, and PyTorch's scaled_dot_product_attention so flash/memory-efficient kernels run on GPU.
 Each stream has its own embedding (summed at the input) and its own output head, tied to it.
 A preallocated KV cache makes each generated step cost one position, not the whole prefix.
+
+Decoding one step at batch 1 reads every weight once and does little arithmetic, so its speed is
+memory bandwidth plus per-operation overhead: the attention mask is built once per forward (none at
+all for an unpadded single step), grouped-query attention reads the cached heads without copying
+them, and :meth:`SpeechLM.optimize_for_decoding` lays the weights out for the faster GEMV
+(``eval/bench_lm.py`` measures all of it).
 """
 
 from __future__ import annotations
@@ -65,21 +71,32 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        # normalized in fp32 whatever the activation dtype (bf16 training), then scaled
+        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).type_as(x) * self.weight
 
 
 def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cos, sin)``, each ``[max_len, head_dim]``, for :func:`apply_rope`.
+
+    Dimensions ``(2i, 2i + 1)`` form a pair rotated by angle ``pos * theta^(-2i / head_dim)``; the
+    tables repeat each pair's cosine and carry its sine as ``(-sin, +sin)``, so a rotation is two
+    multiplications and one addition over the whole head.
+    """
     inv = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
     ang = torch.outer(torch.arange(max_len).float(), inv)  # [S, hd/2]
-    return ang.cos(), ang.sin()
+    cos = ang.cos().repeat_interleave(2, dim=-1)
+    sin = torch.stack([-ang.sin(), ang.sin()], dim=-1).flatten(-2)
+    return cos, sin
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x ``[B, H, S, hd]``; cos/sin ``[S, hd/2]`` for the positions of x."""
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
-    return out.type_as(x)
+    """x ``[B, H, S, hd]``; cos/sin ``[S, hd]`` (:func:`rope_tables`) for the positions of x.
+
+    Pair ``(a, b)`` becomes ``(a cos - b sin, b cos + a sin)``.
+    """
+    x32 = x.float()
+    swapped = x32.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (a, b) -> (b, a)
+    return (x32 * cos + swapped * sin).type_as(x)
 
 
 class KVCache:
@@ -93,6 +110,23 @@ class KVCache:
         self.max_len = max_len
 
 
+def attention_mask(s: int, start: int, key_mask: torch.Tensor | None, device=None) -> torch.Tensor | None:
+    """Boolean mask ``[B or 1, 1, s, start + s]`` for ``s`` new positions after ``start`` cached ones.
+
+    None where SDPA needs none: no padding and either one new position (it sees the whole cache) or
+    no cache (``is_causal`` covers it).
+    """
+    if key_mask is None:
+        if s == 1 or start == 0:
+            return None
+        return torch.ones(s, start + s, dtype=torch.bool, device=device).tril(diagonal=start)
+    causal = torch.ones(s, start + s, dtype=torch.bool, device=device).tril(diagonal=start)
+    # a padding query sees only padding; letting it see itself keeps its softmax defined
+    own = torch.zeros_like(causal)
+    own[torch.arange(s), start + torch.arange(s)] = True
+    return (causal & key_mask[:, None, None, : start + s]) | own
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: LMConfig):
         super().__init__()
@@ -102,7 +136,8 @@ class Attention(nn.Module):
         self.out = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
     def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0,
-                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` from :func:`attention_mask`; None means causal (no cache) or see-everything (cache)."""
         b, s, _ = x.shape
         cfg = self.cfg
         q = self.q(x).view(b, s, cfg.n_heads, cfg.head_dim).transpose(1, 2)
@@ -114,24 +149,13 @@ class Attention(nn.Module):
             cache.k[layer][:, :, start: start + s] = k
             cache.v[layer][:, :, start: start + s] = v
             k, v = cache.k[layer][:, :, : start + s], cache.v[layer][:, :, : start + s]
-        if cfg.kv_heads != cfg.n_heads:  # GQA: each KV head serves n_heads / kv_heads query heads
-            rep = cfg.n_heads // cfg.kv_heads
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        if key_mask is not None:  # left-padded batch: causal, and never attend to padding
-            causal = torch.ones(s, start + s, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            # a padding query sees only padding; letting it see itself keeps its softmax defined
-            own = torch.zeros_like(causal)
-            own[torch.arange(s), start + torch.arange(s)] = True
-            mask = (causal & key_mask[:, None, None, : start + s]) | own
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        elif start == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=s > 1,
-                                               dropout_p=cfg.dropout if self.training else 0.0)
-        elif s == 1:  # one new position attends to everything cached: no mask needed
-            y = F.scaled_dot_product_attention(q, k, v)
-        else:  # a chunk after a cached prefix: causal within the chunk, full over the prefix
-            mask = torch.ones(s, start + s, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # GQA: each KV head serves n_heads / kv_heads query heads, read in place (no repeated copy)
+        causal = False
+        if mask is None and start == 0 and s > 1:  # a branch, not a bool expression: torch.compile-friendly
+            causal = True
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                           dropout_p=cfg.dropout if self.training else 0.0,
+                                           enable_gqa=cfg.kv_heads != cfg.n_heads)
         return self.out(y.transpose(1, 2).reshape(b, s, -1))
 
 
@@ -151,11 +175,14 @@ class Block(nn.Module):
         super().__init__()
         self.attn_norm, self.attn = RMSNorm(cfg.dim), Attention(cfg)
         self.ffn_norm, self.ffn = RMSNorm(cfg.dim), FeedForward(cfg)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.dropout = cfg.dropout
 
-    def forward(self, x, cos, sin, cache=None, layer=0, key_mask=None):
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, cache, layer, key_mask))
-        return x + self.drop(self.ffn(self.ffn_norm(x)))
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.dropout, self.training) if self.dropout > 0 else x
+
+    def forward(self, x, cos, sin, cache=None, layer=0, mask=None):
+        x = x + self._drop(self.attn(self.attn_norm(x), cos, sin, cache, layer, mask))
+        return x + self._drop(self.ffn(self.ffn_norm(x)))
 
 
 @dataclass
@@ -164,6 +191,18 @@ class LMOutput:
     loss: torch.Tensor | None = None  # mean cross-entropy over counted positions
     row_loss: torch.Tensor | None = None  # [B] summed cross-entropy per sequence (per-task logging)
     row_tokens: torch.Tensor | None = None  # [B] counted positions per sequence
+
+
+def _contiguous_state(module: nn.Module, state: dict, prefix: str, local_metadata) -> None:
+    """State-dict hook: checkpoints hold plain row-major tensors whatever the in-memory layout
+    (:meth:`SpeechLM.optimize_for_decoding`); tied weights stay one shared tensor."""
+    made: dict[tuple, torch.Tensor] = {}
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and not t.is_contiguous():
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+            if key not in made:
+                made[key] = t.contiguous()
+            state[name] = made[key]
 
 
 class SpeechLM(nn.Module):
@@ -179,6 +218,7 @@ class SpeechLM(nn.Module):
         cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_state_dict_post_hook(_contiguous_state)
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
             if name.endswith(("attn.out.weight", "ffn.down.weight")):
@@ -191,22 +231,31 @@ class SpeechLM(nn.Module):
 
     def forward(self, steps: torch.Tensor, targets: torch.Tensor | None = None,
                 loss_mask: torch.Tensor | None = None, cache: KVCache | None = None,
-                key_mask: torch.Tensor | None = None) -> LMOutput:
+                key_mask: torch.Tensor | None = None, last_only: bool = False) -> LMOutput:
         """``steps [B, K, S]`` -> per-stream logits; with ``targets [B, K, S]`` also the mean CE loss.
 
         ``loss_mask [B, K, S]`` (bool) selects the positions that count (target spans only).
         ``key_mask [B, cached + S]`` (bool, True = real token) masks left padding in batched prompts.
+        ``last_only``: logits for the last position only, ``[B, 1, V_k]`` (a prompt's prefill needs no
+        more, and the heads over every prompt position cost as much as a decoding step).
         """
         b, k, s = steps.shape
         start = cache.length if cache is not None else 0
         if start + s > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {start + s} steps exceeds max_seq_len {self.cfg.max_seq_len}")
-        x = sum(self.embed[i](steps[:, i]) for i in range(k))
+        x = self.embed[0](steps[:, 0])
+        for i in range(1, k):
+            x = x + self.embed[i](steps[:, i])
         cos, sin = self.rope_cos[start: start + s], self.rope_sin[start: start + s]
+        mask = attention_mask(s, start, key_mask, x.device)
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cache, i, key_mask)
+            x = block(x, cos, sin, cache, i, mask)
         if cache is not None:
             cache.length += s
+        if last_only:
+            if targets is not None:
+                raise ValueError("last_only computes no loss: it drops the positions targets refer to")
+            x = x[:, -1:]
         x = self.norm(x)
         logits = [head(x) for head in self.heads]
         if targets is None:
@@ -223,6 +272,29 @@ class SpeechLM(nn.Module):
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         p = next(self.parameters())
         return KVCache(self.cfg, batch, max_len or self.cfg.max_seq_len, p.device, p.dtype)
+
+    @torch.no_grad()
+    def optimize_for_decoding(self, compile: bool = False) -> SpeechLM:
+        """Prepares the model for fast generation; returns it. Same parameters, names and shapes.
+
+        Stores each weight matrix column-major: ``F.linear`` multiplies by ``weight.t()``, which is then
+        a contiguous ``[in, out]`` matrix, and for one token at a time (GEMV) MKL streams that layout
+        15-20% faster on the CPUs measured (``eval/bench_lm.py``); the tied heads gain the same,
+        embedding lookups do not care. ``state_dict()`` still returns ordinary row-major tensors, and
+        loading a state dict keeps the layout.
+
+        ``compile=True`` also compiles ``forward`` (``torch.compile``, dynamic shapes: one graph serves
+        every cache length). That removes most per-operation overhead, which matters for small models
+        at batch 1, but costs tens of seconds on the first calls and needs a C++ compiler on CPU, so
+        it is opt-in. Logits then match eager ones to float rounding, not bit for bit.
+        Meant for inference; training works on such a model but was not tuned for it.
+        """
+        for p in self.parameters():
+            if p.dim() == 2 and p.is_contiguous():
+                p.data = p.data.t().contiguous().t()
+        if compile:
+            self.compile(dynamic=True)
+        return self
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

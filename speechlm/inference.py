@@ -246,13 +246,20 @@ class Pipeline:
         """Phonemes of ``audio`` by the LM's ``asr`` task (greedy)."""
         return self.tokenizer.decode(self._transcribe_codes(self.codec.encode(audio, sample_rate)[0].cpu()))
 
-    def chat(self, text: str, max_tokens: int = 200) -> str:
+    def chat(self, text: str, max_tokens: int = 200, phonemes: bool = False) -> str:
         """The LM's ``chat`` reply to ``text`` (greedy), as phonemes: speak it with ``synthesize(reply, phonemes=True)``.
 
+        ``phonemes`` says ``text`` is already phonemes (the ``asr`` transcript of a spoken question),
+        read as it is rather than normalized and phonemized again.
         The default model learned a closed domain (:mod:`speechlm.corpus.dialogues`: small-number
         arithmetic, counting, days, months, letters, courtesies); outside it, expect nonsense.
         """
-        question = self.frontend.process([text])[0].phonemes  # TextError if nothing speakable
+        if phonemes:
+            if not text.strip():
+                raise TextError("chat: the question is empty")
+            question = text
+        else:
+            question = self.frontend.process([text])[0].phonemes  # TextError if nothing speakable
         prompt = self.builder.chat_prompt(self.tokenizer.encode(question), self.frontend.language)
         return self.tokenizer.decode(generate_text(self._lm_run, self.layout, prompt, max_tokens))
 

@@ -70,6 +70,12 @@ def _build(path: Path, tmp_path: Path):
         cli = build_cli("lm", args)
         assert cli.model.model.num_params() > 0 and cli.trainer.max_steps > 0
         return cli.model
+    if rel.startswith("demo/"):
+        from speechlm.demo.config import check, from_namespace
+
+        cfg = check(from_namespace(parser.parse_args(["demo", "-c", str(path)]).demo))
+        assert cfg.host == "127.0.0.1" and not cfg.share, "the shipped demo config serves localhost, no public link"
+        return cfg
     raise AssertionError(f"no builder for {rel}: teach tests/test_configs.py which command consumes it")
 
 

@@ -140,7 +140,7 @@ def build_random_pipeline(out: Path, max_seq_len: int = 2048) -> Path:
     fe = TextFrontend("en")
     tok = TextTokenizer.build([o.phonemes for o in fe.process(list(WRITTEN))], kind=fe.symbol_kind, language="en")
     layout = TokenLayout(tok.vocab_size, codec.n_codebooks, codec.codebook_size)
-    lm = SpeechLM(lm_config("small", layout.stream_vocab, max_seq_len=max_seq_len))
+    lm = SpeechLM(lm_config("mini", layout.stream_vocab, max_seq_len=max_seq_len))
     pipe = Pipeline(codec, lm, layout, tok, fe)
     pipe.add_voice("random", _voiced(4.0, 24000), 24000, text="She opened the window to let in some fresh air.")
     pipe.default_voice = "random"

@@ -149,7 +149,8 @@ def test_loss_mask_counts_only_target_spans():
 def test_named_sizes():
     vocab = [1120, 1001, 1001, 1001]
     with torch.device("meta"):  # count parameters without allocating them
-        counts = {s: SpeechLM(lm_config(s, vocab)).num_params() for s in ("small", "base", "large")}
+        counts = {s: SpeechLM(lm_config(s, vocab)).num_params() for s in ("mini", "small", "base", "large")}
+    assert 4e6 < counts["mini"] < 8e6
     assert 10e6 < counts["small"] < 25e6
     assert 80e6 < counts["base"] < 130e6
     assert 400e6 < counts["large"] < 600e6

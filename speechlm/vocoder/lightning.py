@@ -91,5 +91,14 @@ class VocoderModule(L.LightningModule):
         return [opt_g, opt_d], [{"scheduler": s, "interval": "step"} for s in sched]
 
     def on_validation_epoch_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+        # Keep an up-to-date, loadable export next to the checkpoints (rank 0 only).
+        if not self.trainer.sanity_checking:
+            self._export()
+
+    def on_train_end(self) -> None:
+        # A run stopped by max_steps or max_time exports its last weights, not those of the last validation.
+        self._export()
+
+    def _export(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:
             self.model.save_pretrained(Path(self.hparams.export_dir))

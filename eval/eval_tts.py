@@ -1,0 +1,224 @@
+"""Evaluate a pipeline's text-to-speech on the embedded corpus's test sentences (never seen in training).
+
+    python eval/eval_tts.py --model default --data exp/data/synth_default --out eval/reports/tts
+    python eval/eval_tts.py --model DIR --per-voice 4 --voices flite-rms,festival-ked ...   (quicker)
+
+Every test sentence is spoken by every corpus voice, so each engine's own recording of a sentence is
+the reference for our output in that voice. For each (sentence, voice) picked, the pipeline speaks
+the sentence with that voice's preset prompt (a train-split utterance), and we measure:
+
+* intelligibility: pocketsphinx WER of our output vs the WER of the engine's own recording;
+* voice: resemblyzer SIM of our output to the engine's recording of the same sentence in the target
+  voice, against the same for every *other* voice (must be clearly lower), beside the ceiling of two
+  different recordings of the target voice;
+* robustness: output duration / reference duration, and how many fall outside 0.5-2x;
+* DNSMOS OVRL of both, and synthesis speed (real-time factor) as measured by the pipeline.
+
+Writes ``tts_eval.{json,md}``, the per-utterance rows of ``speechlm eval`` (``eval_report/``) and the WAVs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _pick(cuts, voices: list[str] | None, per_voice: int | None):
+    """(sentence key, voice) -> cut, for the chosen voices; ``per_voice`` sentences each (all when None).
+
+    The sentences are dealt to voices in rotation, so with ``per_voice`` each voice gets different ones.
+    """
+    by_sentence: dict[str, dict[str, object]] = defaultdict(dict)
+    for c in cuts:
+        by_sentence[c.id.split("_", 1)[1]][c.supervisions[0].speaker] = c
+    all_voices = sorted({v for d in by_sentence.values() for v in d})
+    voices = voices or all_voices
+    unknown = [v for v in voices if v not in all_voices]
+    if unknown:
+        raise SystemExit(f"unknown voice(s) {unknown}; the test split has {all_voices}")
+    sentences = sorted(by_sentence)
+    picked = []
+    if per_voice is None:
+        picked = [(s, v) for s in sentences for v in voices if v in by_sentence[s]]
+    else:
+        for i, v in enumerate(voices):
+            mine = [s for s in sentences[i::len(voices)] + sentences if v in by_sentence[s]]
+            picked += [(s, v) for s in list(dict.fromkeys(mine))[:per_voice]]
+    return by_sentence, all_voices, picked
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="default", help="'default' (bundled) or a pipeline folder")
+    ap.add_argument("--data", default=str(REPO / "exp/data/synth_default"),
+                    help="the corpus recipe's output folder (cuts_test.jsonl.gz)")
+    ap.add_argument("--out", default=str(REPO / "eval/reports/tts"))
+    ap.add_argument("--voices", default=None, help="comma-separated corpus voices (default: every preset voice)")
+    ap.add_argument("--per-voice", type=int, default=None, help="test sentences per voice (default: all)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-quantize", action="store_true", help="fp32 LM on CPU (default: the pipeline's choice)")
+    args = ap.parse_args(argv)
+
+    import torch
+    from tqdm import tqdm
+
+    from speechlm.data.manifest import iter_manifest
+    from speechlm.eval.runner import run_eval
+    from speechlm.eval.speaker import cosine, get_speaker_encoder
+    from speechlm.inference import Pipeline
+    from speechlm.synthesis.results import Request
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    wav_dir = out / "wavs"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    test = Path(args.data) / "cuts_test.jsonl.gz"
+    if not test.exists():
+        raise SystemExit(f"{test}: not found (run `make run` to build the embedded corpus and its splits)")
+    pipe = Pipeline.from_pretrained(args.model, quantize=None if args.no_quantize else "auto")
+    voices = args.voices.split(",") if args.voices else sorted(pipe.voices)
+    missing = [v for v in voices if v not in pipe.voices]
+    if missing:
+        raise SystemExit(f"the pipeline has no preset for voice(s) {missing}; it has {sorted(pipe.voices)}")
+    by_sentence, _, picked = _pick(iter_manifest(test), voices, args.per_voice)
+
+    # ---- synthesize (batched, in order of length so batches are even)
+    requests = []
+    for s, v in picked:
+        cut = by_sentence[s][v]
+        requests.append(Request(cut.supervisions[0].text, v, seed=args.seed, id=f"{v}_{s}"))
+    order = sorted(range(len(requests)), key=lambda i: len(requests[i].text))
+    results: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    audio_seconds = 0.0
+    for start in tqdm(range(0, len(order), args.batch_size), desc="synthesizing", unit="batch"):
+        chunk = [requests[i] for i in order[start: start + args.batch_size]]
+        for req, res in zip(chunk, pipe.synthesize_batch(chunk, args.batch_size)):
+            path = wav_dir / f"{req.id}.wav"
+            if isinstance(res, Exception):
+                results[req.id] = {"error": str(res)}
+                continue
+            sf.write(path, res.audio, res.sample_rate, subtype="PCM_16")
+            audio_seconds += res.duration
+            results[req.id] = {"path": str(path), "duration": res.duration}
+    synth_seconds = time.perf_counter() - t0
+
+    # ---- score: ours against the engine's recording of the same sentence, and the engine's own WER
+    ours, engine = [], []
+    for s, v in picked:
+        key, cut = f"{v}_{s}", by_sentence[s][v]
+        ref, text = cut.recording.sources[0].source, cut.supervisions[0].text
+        if "path" in results[key]:
+            ours.append({"id": key, "audio": results[key]["path"], "text": text, "reference_audio": ref})
+        engine.append({"id": key, "audio": ref, "text": text})
+    manifests = []
+    for name, rows in (("speechlm", ours), ("engine", engine)):
+        m = out / f"{name}.jsonl"
+        m.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        manifests.append(m)
+    report = run_eval(manifests, out / "eval_report", metrics=None, systems=["speechlm", "engine"])
+
+    # ---- voice: SIM to every other voice's recording of the same sentence, and the same-voice ceiling
+    enc = get_speaker_encoder()
+    from speechlm.data.audio import load_audio
+
+    def emb(path: str) -> np.ndarray:
+        if path not in emb.cache:
+            wav, sr = load_audio(path, 16000)
+            emb.cache[path] = enc.embed(wav, sr)
+        return emb.cache[path]
+    emb.cache = {}
+    sim_other, sim_ceiling = [], []
+    for s, v in tqdm(picked, desc="speaker similarity", unit="utt"):
+        key = f"{v}_{s}"
+        if "path" not in results[key]:
+            continue
+        mine = emb(results[key]["path"])
+        others = [c for w, c in by_sentence[s].items() if w != v]
+        sim_other.append(float(np.mean([cosine(mine, emb(c.recording.sources[0].source)) for c in others])))
+        other_sentence = next((t for t in sorted(by_sentence) if t != s and v in by_sentence[t]), None)
+        if other_sentence:
+            sim_ceiling.append(cosine(emb(by_sentence[s][v].recording.sources[0].source),
+                                      emb(by_sentence[other_sentence][v].recording.sources[0].source)))
+
+    rows = {(r.system, r.id): r for r in report.rows}
+    per_voice: dict[str, dict] = {}
+    for v in voices:
+        mine = [rows[("speechlm", f"{v}_{s}")] for s, w in picked if w == v and ("speechlm", f"{v}_{s}") in rows]
+        theirs = [rows[("engine", f"{v}_{s}")] for s, w in picked if w == v]
+
+        def wer(rs):
+            errors = sum(r.counts.get("word_errors", 0) for r in rs)
+            words = sum(r.counts.get("ref_words", 0) for r in rs)
+            return errors / words if words else math.nan
+        per_voice[v] = {"n": len(theirs), "wer": wer(mine), "engine_wer": wer(theirs),
+                        "sim": float(np.nanmean([r.metrics.get("sim", math.nan) for r in mine])) if mine else math.nan}
+    ratios = [r.metrics["duration_ratio"] for r in report.rows if r.system == "speechlm" and "duration_ratio" in r.metrics]
+    summary = {s.system: {m: e.to_dict() for m, e in s.metrics.items()} for s in report.summaries}
+    result = {
+        "command": "python eval/eval_tts.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or ''}".strip(", "),
+        "model": str(args.model), "pipeline": repr(pipe), "items": len(picked),
+        "failed": sorted(k for k, r in results.items() if "error" in r),
+        "errors": {k: r["error"] for k, r in results.items() if "error" in r},
+        "synthesis": {"wall_s": synth_seconds, "audio_s": audio_seconds,
+                      "rtf": synth_seconds / audio_seconds if audio_seconds else math.nan},
+        "summary": summary,
+        "sim_other_voices": float(np.mean(sim_other)) if sim_other else math.nan,
+        "sim_same_voice_ceiling": float(np.mean(sim_ceiling)) if sim_ceiling else math.nan,
+        "duration": {"n": len(ratios), "outside_0.5_2": int(sum(1 for r in ratios if not 0.5 <= r <= 2.0)),
+                     "min": min(ratios, default=math.nan), "max": max(ratios, default=math.nan),
+                     "median": float(np.median(ratios)) if ratios else math.nan},
+        "per_voice": per_voice,
+    }
+    (out / "tts_eval.json").write_text(json.dumps(result, indent=2, default=float), encoding="utf-8")
+    (out / "tts_eval.md").write_text(render(result), encoding="utf-8")
+    print(render(result))
+    return 0
+
+
+def _get(summary: dict, system: str, metric: str) -> float:
+    e = summary.get(system, {}).get(metric)
+    return math.nan if e is None or e.get("value") is None else float(e["value"])
+
+
+def render(r: dict) -> str:
+    s, d = r["summary"], r["duration"]
+    f = lambda x, n=3: "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{n}f}"
+    wer_ours, wer_engine = _get(s, "speechlm", "wer"), _get(s, "engine", "wer")
+    lines = [
+        "# Text-to-speech on the embedded corpus's test sentences", "",
+        f"Command: `{r['command']}`  ", f"Model: {r['pipeline']}  ", f"Machine: {r['machine']}", "",
+        f"{r['items']} (sentence, voice) pairs; {len(r['failed'])} failed to synthesize. Synthesis took "
+        f"{r['synthesis']['wall_s']:.0f} s for {r['synthesis']['audio_s']:.0f} s of audio "
+        f"(RTF {f(r['synthesis']['rtf'])}).", "",
+        "| system | WER % (pocketsphinx) | SIM to target voice | SIM to other voices | DNSMOS OVRL | duration ratio (median) | outside 0.5-2x |",
+        "|---|---|---|---|---|---|---|",
+        f"| speechlm | {f(100 * wer_ours, 1)} | {f(_get(s, 'speechlm', 'sim'))} | {f(r['sim_other_voices'])} | "
+        f"{f(_get(s, 'speechlm', 'dnsmos_ovrl'), 2)} | {f(d['median'], 2)} | {d['outside_0.5_2']} of {d['n']} |",
+        f"| engine recording | {f(100 * wer_engine, 1)} | {f(r['sim_same_voice_ceiling'])} (another sentence) | – | "
+        f"{f(_get(s, 'engine', 'dnsmos_ovrl'), 2)} | 1 | – |", "",
+        f"WER ratio ours / engine: {f(wer_ours / wer_engine if wer_engine else math.nan, 2)} (bar: at most 1.5).", "",
+        "## Per voice", "", "| voice | n | WER % ours | WER % engine | SIM to target |", "|---|---|---|---|---|",
+    ]
+    for v, p in r["per_voice"].items():
+        lines.append(f"| {v} | {p['n']} | {f(100 * p['wer'], 1)} | {f(100 * p['engine_wer'], 1)} | {f(p['sim'])} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 # speechlm: set-up, tests, the main job and benchmarks. `make help` lists the targets.
 #
-#   make run     set up, then run the main job on the embedded default (see README.md)
+#   make run     set up, then run the main job: speak with the bundled model (see README.md)
 #   make test    set up, then run the test suite (what CI runs)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -15,7 +15,7 @@ DEB_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k fest
                 sox libsndfile1 ffmpeg codec2 opus-tools chromium
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help setup system-deps test run demo data-tiny codec-data train-codec bench bench-codec bench-pipeline bench-lm clean
+.PHONY: help setup system-deps test run data demo data-tiny codec-data train-codec train-default bench bench-codec bench-pipeline bench-lm bench-tts clean
 
 help:
 	@sed -n '1,4p' Makefile; echo; grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -41,7 +41,12 @@ $(INSTALLED): pyproject.toml
 test: setup ## run the test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-run: setup ## the main job: build the embedded corpus (SIZE=default|tiny) and run its data recipe
+TEXT ?= Hello! This is speechlm, speaking with the model that ships in its repository.
+run: setup ## the main job: speak TEXT into out/hello.wav, and demo/examples.txt into out/examples/, with the bundled model
+	$(BIN)/speechlm say "$(TEXT)" -o out/hello.wav
+	$(BIN)/speechlm synthesize --input demo/examples.txt --out_dir out/examples
+
+data: setup ## build the embedded corpus (SIZE=default|tiny) and run its data recipe
 	SPEECHLM=$(BIN)/speechlm bash data_recipes/run.sh synthetic data/synth_$(SIZE) exp/data/synth_$(SIZE) --size $(SIZE)
 
 MODEL ?= default
@@ -49,9 +54,9 @@ demo: setup ## serve the Gradio demo (TTS + voice chat) on http://127.0.0.1:7860
 	$(BIN)/speechlm demo -c configs/demo/default.yaml --model $(MODEL) $(DEMO_ARGS)
 
 data-tiny: ## the same recipe on the tiny corpus (seconds)
-	$(MAKE) run SIZE=tiny
+	$(MAKE) data SIZE=tiny
 
-codec-data: run ## training data for the codec: embedded corpus + shared LibriSpeech train-clean-100 sample + FSDD
+codec-data: data ## training data for the codec: embedded corpus + shared LibriSpeech train-clean-100 sample + FSDD
 	SPEECHLM=$(BIN)/speechlm bash data_recipes/run.sh generic $(SHARED)/librispeech_train_clean_100 exp/data/libri100 \
 	  --stop-stage 1 -- --require-text false
 	SPEECHLM=$(BIN)/speechlm bash data_recipes/run.sh fsdd $(SHARED)/fsdd exp/data/fsdd --stop-stage 2

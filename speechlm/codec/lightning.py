@@ -27,7 +27,24 @@ def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.05) -> fl
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
-class CodecModule(L.LightningModule):
+class ExportsCodec:
+    """LightningModule mixin: ``self.model`` (a NeuralCodec) is saved to ``hparams.export_dir`` after every
+    validation and when training ends, so a loadable export always sits next to the checkpoints."""
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._export()
+
+    def on_train_end(self) -> None:
+        # A run stopped by max_steps or max_time exports its last weights, not those of the last validation.
+        self._export()
+
+    def _export(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:  # rank 0 only
+            self.model.save_pretrained(Path(self.hparams.export_dir))
+
+
+class CodecModule(ExportsCodec, L.LightningModule):
     def __init__(self, codec: CodecConfig = CodecConfig(), vocoder: VocoderConfig = VocoderConfig(),
                  lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 500, max_steps: int = 100_000,
                  quantizer_dropout: float = 0.5, mel_weight: float = 1.0, stft_weight: float = 1.0,
@@ -65,16 +82,3 @@ class CodecModule(L.LightningModule):
         opt = torch.optim.AdamW(self.model.parameters(), lr=h.lr, betas=(0.8, 0.99), weight_decay=h.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, h.warmup_steps, h.max_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def on_validation_epoch_end(self) -> None:
-        # Keep an up-to-date, loadable export next to the checkpoints (rank 0 only).
-        if not self.trainer.sanity_checking:
-            self._export()
-
-    def on_train_end(self) -> None:
-        # A run stopped by max_steps or max_time exports its last weights, not those of the last validation.
-        self._export()
-
-    def _export(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
-            self.model.save_pretrained(Path(self.hparams.export_dir))

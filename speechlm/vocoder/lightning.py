@@ -9,19 +9,18 @@ discriminator on real vs. generated audio, then the generator.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import lightning as L
 import torch
 from vocos.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from vocos.loss import DiscriminatorLoss, FeatureMatchingLoss, GeneratorLoss
 
-from speechlm.codec.lightning import warmup_cosine
+from speechlm.codec.lightning import ExportsCodec, warmup_cosine
 from speechlm.codec.neural import NeuralCodec
 from speechlm.vocoder.losses import MultiResolutionMelLoss
 
 
-class VocoderModule(L.LightningModule):
+class VocoderModule(ExportsCodec, L.LightningModule):
     def __init__(self, codec_dir: str, lr: float = 2e-4, warmup_steps: int = 200, max_steps: int = 100_000,
                  mel_weight: float = 45.0, fm_weight: float = 2.0, mrd_weight: float = 0.1,
                  gan_start_step: int = 0, mpd_periods: list[int] = (2, 3, 5, 7, 11),
@@ -89,16 +88,3 @@ class VocoderModule(L.LightningModule):
         sched = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: warmup_cosine(s, h.warmup_steps, h.max_steps))
                  for o in (opt_g, opt_d)]
         return [opt_g, opt_d], [{"scheduler": s, "interval": "step"} for s in sched]
-
-    def on_validation_epoch_end(self) -> None:
-        # Keep an up-to-date, loadable export next to the checkpoints (rank 0 only).
-        if not self.trainer.sanity_checking:
-            self._export()
-
-    def on_train_end(self) -> None:
-        # A run stopped by max_steps or max_time exports its last weights, not those of the last validation.
-        self._export()
-
-    def _export(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
-            self.model.save_pretrained(Path(self.hparams.export_dir))

@@ -9,7 +9,6 @@ discriminator on real vs. generated audio, then the generator.
 
 from __future__ import annotations
 
-
 import lightning as L
 import torch
 from vocos.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator

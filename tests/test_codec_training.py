@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from speechlm.codec.neural import NeuralCodec
@@ -36,7 +37,8 @@ def test_tiny_codec_trains_exports_and_resumes(layouts, tmp_path):
     assert resumed["optimizer_states"][0]["state"]  # optimizer moments came along
 
 
-def test_tiny_vocoder_gan_stage_on_frozen_tokens(layouts, tmp_path):
+@pytest.mark.parametrize("overlay", [None, "spectral.yaml"], ids=["gan", "spectral"])
+def test_tiny_vocoder_stage_on_frozen_tokens(layouts, tmp_path, overlay):
     root = layouts.generic_table(lines=[f"u{i}|s|Sentence {i}." for i in range(4)])
     prepare("generic", root, tmp_path / "data", progress=False)
     manifest = str(tmp_path / "data" / "cuts.jsonl.gz")
@@ -47,7 +49,8 @@ def test_tiny_vocoder_gan_stage_on_frozen_tokens(layouts, tmp_path):
     start = NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny())
     start.save_pretrained(tmp_path / "codec")
     vocoder_cfgs = CONFIGS.parent / "vocoder"
-    args = ["vocoder", "-c", str(vocoder_cfgs / "base.yaml"), "-c", str(vocoder_cfgs / "tiny.yaml"),
+    overlays = ["-c", str(vocoder_cfgs / overlay)] if overlay else []
+    args = ["vocoder", "-c", str(vocoder_cfgs / "base.yaml"), *overlays, "-c", str(vocoder_cfgs / "tiny.yaml"),
             "--model.codec_dir", str(tmp_path / "codec"), "--data.train_manifests", f"[{manifest}]",
             "--data.val_manifests", f"[{manifest}]", "--trainer.default_root_dir", str(tmp_path / "run"),
             "--model.export_dir", str(tmp_path / "run" / "export"), "--trainer.logger", "false"]
@@ -56,3 +59,6 @@ def test_tiny_vocoder_gan_stage_on_frozen_tokens(layouts, tmp_path):
     before, after = start.state_dict(), tuned.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("tokenizer."))  # tokens frozen
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vocoder."))  # vocoder learned
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    has_discriminators = any(k.startswith(("mpd.", "mrd.")) for k in ckpt["state_dict"])
+    assert has_discriminators == (overlay is None) and len(ckpt["optimizer_states"]) == (2 if overlay is None else 1)

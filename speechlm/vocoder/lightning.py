@@ -5,6 +5,11 @@ learns to turn them into a natural waveform. Losses follow Vocos: multi-period a
 discriminators (hinge GAN), feature matching, and the multi-resolution mel loss; the discriminators
 and GAN losses are the ``vocos`` package's own modules. Two optimizers, stepped by hand: the
 discriminator on real vs. generated audio, then the generator.
+
+``gan_start_step: null`` trains the vocoder on the spectral losses alone (mel + ``stft_weight`` x
+multi-resolution STFT), with no discriminators at all: the five MPD periods are 40M parameters,
+several seconds a step on one CPU core, so on CPU (``configs/vocoder/spectral.yaml``) the decoder
+keeps learning on the frozen tokens while the LM trains beside it, and the GAN stage waits for a GPU.
 """
 
 from __future__ import annotations
@@ -16,23 +21,25 @@ from vocos.loss import DiscriminatorLoss, FeatureMatchingLoss, GeneratorLoss
 
 from speechlm.codec.lightning import ExportsCodec, warmup_cosine
 from speechlm.codec.neural import NeuralCodec
-from speechlm.vocoder.losses import MultiResolutionMelLoss
+from speechlm.vocoder.losses import MultiResolutionMelLoss, MultiResolutionSTFTLoss
 
 
 class VocoderModule(ExportsCodec, L.LightningModule):
     def __init__(self, codec_dir: str, lr: float = 2e-4, warmup_steps: int = 200, max_steps: int = 100_000,
                  mel_weight: float = 45.0, fm_weight: float = 2.0, mrd_weight: float = 0.1,
-                 gan_start_step: int = 0, mpd_periods: list[int] = (2, 3, 5, 7, 11),
-                 export_dir: str | None = None):
+                 gan_start_step: int | None = 0, mpd_periods: list[int] = (2, 3, 5, 7, 11),
+                 stft_weight: float = 0.0, export_dir: str | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.model = NeuralCodec.from_pretrained(codec_dir).train()
         self.model.tokenizer.requires_grad_(False)
-        # Each period is an 8M-parameter sub-discriminator: tiny test configs use one.
-        self.mpd, self.mrd = MultiPeriodDiscriminator(periods=tuple(mpd_periods)), MultiResolutionDiscriminator()
-        self.d_loss, self.g_loss, self.fm_loss = DiscriminatorLoss(), GeneratorLoss(), FeatureMatchingLoss()
+        self.gan = gan_start_step is not None
+        if self.gan:  # each period is an 8M-parameter sub-discriminator: tiny test configs use one
+            self.mpd, self.mrd = MultiPeriodDiscriminator(periods=tuple(mpd_periods)), MultiResolutionDiscriminator()
+            self.d_loss, self.g_loss, self.fm_loss = DiscriminatorLoss(), GeneratorLoss(), FeatureMatchingLoss()
         self.mel_loss = MultiResolutionMelLoss(self.model.sample_rate)
+        self.stft_loss = MultiResolutionSTFTLoss() if stft_weight > 0 else None
 
     def _generate(self, wav: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -42,10 +49,10 @@ class VocoderModule(ExportsCodec, L.LightningModule):
 
     def training_step(self, wav: torch.Tensor, batch_idx: int) -> None:
         h = self.hparams
-        opt_g, opt_d = self.optimizers()
-        sched_g, sched_d = self.lr_schedulers()
+        opts, scheds = self.optimizers(), self.lr_schedulers()
+        opt_g, sched_g = (opts[0], scheds[0]) if self.gan else (opts, scheds)
         y_hat = self._generate(wav)
-        use_gan = self.global_step >= h.gan_start_step
+        use_gan = self.gan and self.global_step >= h.gan_start_step
 
         if use_gan:
             real_p, fake_p, _, _ = self.mpd(y=wav, y_hat=y_hat.detach())
@@ -53,6 +60,7 @@ class VocoderModule(ExportsCodec, L.LightningModule):
             loss_mp, _, _ = self.d_loss(disc_real_outputs=real_p, disc_generated_outputs=fake_p)
             loss_mr, _, _ = self.d_loss(disc_real_outputs=real_r, disc_generated_outputs=fake_r)
             loss_d = loss_mp + h.mrd_weight * loss_mr
+            opt_d, sched_d = opts[1], scheds[1]
             opt_d.zero_grad()
             self.manual_backward(loss_d)
             opt_d.step()
@@ -61,6 +69,10 @@ class VocoderModule(ExportsCodec, L.LightningModule):
 
         mel = self.mel_loss(y_hat, wav)
         loss_g = h.mel_weight * mel
+        if self.stft_loss is not None:
+            stft = self.stft_loss(y_hat, wav)
+            loss_g = loss_g + h.stft_weight * stft
+            self.log("train/stft", stft)
         if use_gan:
             _, fake_p, fmap_rp, fmap_gp = self.mpd(y=wav, y_hat=y_hat)
             _, fake_r, fmap_rr, fmap_gr = self.mrd(y=wav, y_hat=y_hat)
@@ -82,8 +94,9 @@ class VocoderModule(ExportsCodec, L.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        opt_g = torch.optim.AdamW(self.model.vocoder.parameters(), lr=h.lr, betas=(0.8, 0.9))
-        opt_d = torch.optim.AdamW([*self.mpd.parameters(), *self.mrd.parameters()], lr=h.lr, betas=(0.8, 0.9))
+        opts = [torch.optim.AdamW(self.model.vocoder.parameters(), lr=h.lr, betas=(0.8, 0.9))]
+        if self.gan:
+            opts.append(torch.optim.AdamW([*self.mpd.parameters(), *self.mrd.parameters()], lr=h.lr, betas=(0.8, 0.9)))
         sched = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: warmup_cosine(s, h.warmup_steps, h.max_steps))
-                 for o in (opt_g, opt_d)]
-        return [opt_g, opt_d], [{"scheduler": s, "interval": "step"} for s in sched]
+                 for o in opts]
+        return opts, [{"scheduler": s, "interval": "step"} for s in sched]

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The bundled default model, end to end, on the machine at hand. Re-running resumes every stage
+# (Lightning restores each run's elapsed time, so a finished stage ends at once).
+#
+#   1. training data: the embedded corpus (+ phonemes, chat turns), the LibriSpeech train-clean-100
+#      sample and FSDD's train split (make codec-data)
+#   2. codec + vocoder, stage 1: mel + STFT losses (configs/codec/base.yaml)            CODEC_TIME
+#   3. the corpus's tokens with that codec (speechlm data tokenize)
+#   4. side by side, one core each: the LM (configs/lm/base.yaml) and the vocoder's     LM_TIME
+#      stage 2 on the frozen tokens: spectral losses on CPU (configs/vocoder/spectral.yaml),
+#      VOCODER="" for the adversarial stage (base.yaml alone; for a GPU)
+#   5. voice presets (one train utterance per voice) and the pipeline folder
+#
+# Usage: bash data_recipes/train_default.sh [OUT]        OUT: speechlm/pretrained (the bundled model)
+# Budgets are Lightning max_time values, DD:HH:MM:SS. On GPUs, stack the gpu.yaml overlays instead:
+# EXTRA_CODEC="-c configs/codec/gpu.yaml" EXTRA_LM="-c configs/lm/gpu.yaml" VOCODER="" bash data_recipes/train_default.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SPEECHLM=${SPEECHLM:-.venv/bin/speechlm}
+PYTHON=${PYTHON:-.venv/bin/python}
+out=${1:-speechlm/pretrained}
+CODEC_TIME=${CODEC_TIME:-00:00:45:00}
+LM_TIME=${LM_TIME:-00:01:15:00}
+VOCODER=${VOCODER--c configs/vocoder/spectral.yaml}
+data=exp/data/synth_default
+
+[ -f exp/data/fsdd/cuts_train.jsonl.gz ] && [ -f "$data/text/chat_train.jsonl" ] || make codec-data
+
+echo "== codec + vocoder stage 1 ($CODEC_TIME)"
+$SPEECHLM train codec -c configs/codec/base.yaml ${EXTRA_CODEC:-} --trainer.max_time "$CODEC_TIME"
+
+echo "== tokens"
+$SPEECHLM data tokenize --dir "$data" --codec runs/codec/export
+
+echo "== LM and vocoder stage 2, side by side ($LM_TIME each)"
+mkdir -p logs
+OMP_NUM_THREADS=1 $SPEECHLM train lm -c configs/lm/base.yaml ${EXTRA_LM:-} --trainer.max_time "$LM_TIME" \
+  > logs/train_lm.log 2>&1 &
+lm=$!
+OMP_NUM_THREADS=1 $SPEECHLM train vocoder -c configs/vocoder/base.yaml $VOCODER ${EXTRA_CODEC:-} --trainer.max_time "$LM_TIME" \
+  > logs/train_vocoder.log 2>&1 &
+voc=$!
+wait $lm || { echo "LM training failed: logs/train_lm.log" >&2; exit 1; }
+wait $voc || { echo "vocoder training failed: logs/train_vocoder.log" >&2; exit 1; }
+
+echo "== pipeline -> $out"
+$PYTHON data_recipes/voices.py "$data/text/cuts_train.jsonl.gz" exp/voices.jsonl
+$SPEECHLM pipeline build --codec runs/vocoder/export --lm runs/lm/export --tokenizer "$data/text/tokenizer.json" \
+  --voices exp/voices.jsonl --default_voice flite-rms --out "$out" \
+  --note "Trained by data_recipes/train_default.sh (codec $CODEC_TIME, LM and vocoder stage 2 $LM_TIME)."

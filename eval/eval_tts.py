@@ -68,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-voice", type=int, default=None, help="test sentences per voice (default: all)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="test", choices=("test", "dev"),
+                    help="dev: for choosing sampling settings; report test")
+    ap.add_argument("--temperature", type=float, default=None, help="sampling overrides (default: the pipeline's)")
+    ap.add_argument("--top-k", type=int, default=None)
+    ap.add_argument("--top-p", type=float, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-quantize", action="store_true", help="fp32 LM on CPU (default: the pipeline's choice)")
     args = ap.parse_args(argv)
@@ -83,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     wav_dir = out / "wavs"
     wav_dir.mkdir(parents=True, exist_ok=True)
-    test = Path(args.data) / "cuts_test.jsonl.gz"
+    test = Path(args.data) / f"cuts_{args.split}.jsonl.gz"
     if not test.exists():
         raise SystemExit(f"{test}: not found (run `make run` to build the embedded corpus and its splits)")
     pipe = Pipeline.from_pretrained(args.model, quantize=None if args.no_quantize else "auto")
@@ -100,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     requests = []
     for s, v in picked:
         cut = by_sentence[s][v]
-        requests.append(Request(cut.supervisions[0].text, v, seed=args.seed, id=f"{v}_{s}"))
+        options = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+        requests.append(Request(cut.supervisions[0].text, v, seed=args.seed, id=f"{v}_{s}", options=options))
     order = sorted(range(len(requests)), key=lambda i: len(requests[i].text))
     results: dict[str, dict] = {}
     t0 = time.perf_counter()
@@ -172,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python eval/eval_tts.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or ''}".strip(", "),
-        "model": str(args.model), "pipeline": repr(pipe), "items": len(picked),
+        "model": str(args.model), "pipeline": repr(pipe), "split": args.split, "items": len(picked),
+        "sampling": {**{k: getattr(pipe.defaults, k) for k in ("temperature", "top_k", "top_p")},
+                     **{k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k),
+                                          ("top_p", args.top_p)) if v is not None}},
         "failed": sorted(k for k, r in results.items() if "error" in r),
         "errors": {k: r["error"] for k, r in results.items() if "error" in r},
         "synthesis": {"wall_s": synth_seconds, "audio_s": audio_seconds,
@@ -201,8 +210,9 @@ def render(r: dict) -> str:
     f = lambda x, n=3: "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{n}f}"
     wer_ours, wer_engine = _get(s, "speechlm", "wer"), _get(s, "engine", "wer")
     lines = [
-        "# Text-to-speech on the embedded corpus's test sentences", "",
+        f"# Text-to-speech on the embedded corpus's {r['split']} sentences", "",
         f"Command: `{r['command']}`  ", f"Model: {r['pipeline']}  ", f"Machine: {r['machine']}", "",
+        f"Sampling: {', '.join(f'{k} {v}' for k, v in r['sampling'].items())}.  ",
         f"{r['items']} (sentence, voice) pairs; {len(r['failed'])} failed to synthesize. Synthesis took "
         f"{r['synthesis']['wall_s']:.0f} s for {r['synthesis']['audio_s']:.0f} s of audio "
         f"(RTF {f(r['synthesis']['rtf'])}).", "",

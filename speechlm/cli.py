@@ -135,6 +135,9 @@ def build_parser() -> ArgumentParser:
                        help=".jsonl of presets: {name, audio, text, speaker}; audio relative to the file")
     build.add_argument("--default_voice", type=str | None, default=None)
     build.add_argument("--note", type=str, default="", help="a line for MODEL_CARD.md")
+    build.add_argument("--defaults", type=dict | None, default=None,
+                       help="synthesis defaults stored in pipeline.json, e.g. '{temperature: 0.7, cpu_quantize: null}' "
+                            "(fields of SynthesisDefaults in speechlm/synthesis/bundle.py)")
     psub.add_subcommand("build", build)
 
     from speechlm.demo.config import DemoConfig
@@ -245,6 +248,14 @@ def _run_pipeline(cfg) -> int:
                 tts.add_voice(v["name"], base / v["audio"], text=v.get("text"), speaker=v.get("speaker", ""))
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise SpeechLMError(f"{args.voices}:{n}: expected {{name, audio, text, speaker}} ({e})") from None
+    if args.defaults:
+        from speechlm.synthesis.bundle import SynthesisDefaults
+
+        known = {f.name for f in dataclasses.fields(SynthesisDefaults)}
+        unknown = sorted(set(args.defaults) - known)
+        if unknown:
+            raise SpeechLMError(f"--defaults: unknown field(s) {unknown}; known: {sorted(known)}")
+        tts.defaults = dataclasses.replace(tts.defaults, **args.defaults)
     if args.default_voice is not None:
         if args.default_voice not in tts.voices:
             raise SpeechLMError(f"--default_voice {args.default_voice!r} is not one of the presets {sorted(tts.voices)}")

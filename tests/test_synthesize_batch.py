@@ -157,9 +157,11 @@ def test_pipeline_build_assembles_trained_parts(tmp_path):
                                                  "speaker": "c"}])
     assert main(["pipeline", "build", "--codec", str(tmp_path / "codec"), "--lm", str(tmp_path / "lm"),
                  "--voices", str(tmp_path / "refs" / "voices.jsonl"),
-                 "--default-voice", "carol", "--out", str(tmp_path / "built")]) == 0
+                 "--default-voice", "carol", "--defaults", "{temperature: 0.7, cpu_quantize: null}",
+                 "--out", str(tmp_path / "built")]) == 0
     built = Pipeline.from_pretrained(tmp_path / "built")
     assert sorted(built.voices) == ["carol"] and built.default_voice == "carol"
+    assert built.defaults.temperature == 0.7 and built.defaults.cpu_quantize is None and built.quantize is None
     assert built.voices["carol"].codes.shape == (2, round(1.5 * 25)) and built.voices["carol"].speaker == "c"
     a = built.synthesize("Hello there.", seed=1, **FAST)  # the default voice
     b = parts.synthesize("Hello there.", built.voices["carol"], seed=1, **FAST)
@@ -171,3 +173,5 @@ def test_pipeline_build_assembles_trained_parts(tmp_path):
               tokenizer=tmp_path / "tokenizer.json")
     assert main(["pipeline", "build", "--codec", str(tmp_path / "codec"), "--lm", str(tmp_path / "lm2"),
                  "--out", str(tmp_path / "built2")]) == 1
+    assert main(["pipeline", "build", "--codec", str(tmp_path / "codec"), "--lm", str(tmp_path / "lm"),
+                 "--defaults", "{temprature: 0.7}", "--out", str(tmp_path / "built3")]) == 1

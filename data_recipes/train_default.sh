@@ -9,7 +9,9 @@
 #   4. side by side, one core each: the LM (configs/lm/base.yaml) and the vocoder's     LM_TIME
 #      stage 2 on the frozen tokens: spectral losses on CPU (configs/vocoder/spectral.yaml),
 #      VOCODER="" for the adversarial stage (base.yaml alone; for a GPU)
-#   5. voice presets (one train utterance per voice) and the pipeline folder
+#   5. voice presets (one train utterance per voice) and the pipeline folder, with the sampling
+#      defaults chosen on the dev split (eval/eval_tts.py --split dev): temperature 0.7, fp32 LM
+#      (int8 gave more outputs outside 0.5-2x the reference duration)
 #
 # Usage: bash data_recipes/train_default.sh [OUT]        OUT: speechlm/pretrained (the bundled model)
 # Budgets are Lightning max_time values, DD:HH:MM:SS. On GPUs, stack the gpu.yaml overlays instead:
@@ -47,4 +49,5 @@ echo "== pipeline -> $out"
 $PYTHON data_recipes/voices.py "$data/text/cuts_train.jsonl.gz" exp/voices.jsonl
 $SPEECHLM pipeline build --codec runs/vocoder/export --lm runs/lm/export --tokenizer "$data/text/tokenizer.json" \
   --voices exp/voices.jsonl --default_voice flite-rms --out "$out" \
+  --defaults "{temperature: 0.7, cpu_quantize: null}" \
   --note "Trained by data_recipes/train_default.sh (codec $CODEC_TIME, LM and vocoder stage 2 $LM_TIME)."

@@ -20,6 +20,7 @@ Writes ``tts_eval.{json,md}``, the per-utterance rows of ``speechlm eval`` (``ev
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import platform
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from speechlm.data.manifest import iter_manifest
+    from speechlm.eval.report import aggregate
     from speechlm.eval.runner import run_eval
     from speechlm.eval.speaker import cosine, get_speaker_encoder
     from speechlm.inference import Pipeline
@@ -139,15 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     report = run_eval(manifests, out / "eval_report", metrics=None, systems=["speechlm", "engine"])
 
     # ---- voice: SIM to every other voice's recording of the same sentence, and the same-voice ceiling
-    enc = get_speaker_encoder()
     from speechlm.data.audio import load_audio
 
+    enc = get_speaker_encoder()
+
+    @functools.lru_cache(maxsize=None)  # each recording is compared with many outputs
     def emb(path: str) -> np.ndarray:
-        if path not in emb.cache:
-            wav, sr = load_audio(path, 16000)
-            emb.cache[path] = enc.embed(wav, sr)
-        return emb.cache[path]
-    emb.cache = {}
+        return enc.embed(*load_audio(path, 16000))
     sim_other, sim_ceiling = [], []
     for s, v in tqdm(picked, desc="speaker similarity", unit="utt"):
         key = f"{v}_{s}"
@@ -163,16 +163,13 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = {(r.system, r.id): r for r in report.rows}
     per_voice: dict[str, dict] = {}
-    for v in voices:
+    for v in voices:  # the report's own per-system aggregation, on one voice's rows
         mine = [rows[("speechlm", f"{v}_{s}")] for s, w in picked if w == v and ("speechlm", f"{v}_{s}") in rows]
         theirs = [rows[("engine", f"{v}_{s}")] for s, w in picked if w == v]
-
-        def wer(rs):
-            errors = sum(r.counts.get("word_errors", 0) for r in rs)
-            words = sum(r.counts.get("ref_words", 0) for r in rs)
-            return errors / words if words else math.nan
-        per_voice[v] = {"n": len(theirs), "wer": wer(mine), "engine_wer": wer(theirs),
-                        "sim": float(np.nanmean([r.metrics.get("sim", math.nan) for r in mine])) if mine else math.nan}
+        ours = aggregate(mine, ["wer", "sim"])[0].metrics if mine else {}
+        engine = aggregate(theirs, ["wer"])[0].metrics
+        per_voice[v] = {"n": len(theirs), "wer": ours["wer"].value if ours else math.nan,
+                        "engine_wer": engine["wer"].value, "sim": ours["sim"].value if ours else math.nan}
     ratios = [r.metrics["duration_ratio"] for r in report.rows if r.system == "speechlm" and "duration_ratio" in r.metrics]
     summary = {s.system: {m: e.to_dict() for m, e in s.metrics.items()} for s in report.summaries}
     result = {

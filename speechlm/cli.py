@@ -249,13 +249,9 @@ def _run_pipeline(cfg) -> int:
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise SpeechLMError(f"{args.voices}:{n}: expected {{name, audio, text, speaker}} ({e})") from None
     if args.defaults:
-        from speechlm.synthesis.bundle import SynthesisDefaults
+        from speechlm.synthesis.bundle import with_defaults
 
-        known = {f.name for f in dataclasses.fields(SynthesisDefaults)}
-        unknown = sorted(set(args.defaults) - known)
-        if unknown:
-            raise SpeechLMError(f"--defaults: unknown field(s) {unknown}; known: {sorted(known)}")
-        tts.defaults = dataclasses.replace(tts.defaults, **args.defaults)
+        tts.defaults = with_defaults(tts.defaults, args.defaults, "--defaults")
     if args.default_voice is not None:
         if args.default_voice not in tts.voices:
             raise SpeechLMError(f"--default_voice {args.default_voice!r} is not one of the presets {sorted(tts.voices)}")

@@ -201,12 +201,16 @@ def read_manifest(path: Path) -> dict:
 
 
 def defaults_from(manifest: dict, path: Path) -> SynthesisDefaults:
-    raw = manifest.get("defaults") or {}
+    return with_defaults(SynthesisDefaults(), manifest.get("defaults") or {}, str(path / MANIFEST))
+
+
+def with_defaults(base: SynthesisDefaults, changes: dict, where: str) -> SynthesisDefaults:
+    """``base`` with ``changes`` applied; a field SynthesisDefaults does not have is a BundleError naming ``where``."""
     known = {f.name for f in dataclasses.fields(SynthesisDefaults)}
-    unknown = set(raw) - known
+    unknown = set(changes) - known
     if unknown:
-        raise BundleError(f"{path / MANIFEST}: unknown defaults {sorted(unknown)}; known: {sorted(known)}")
-    return SynthesisDefaults(**raw)
+        raise BundleError(f"{where}: unknown defaults {sorted(unknown)}; known: {sorted(known)}")
+    return dataclasses.replace(base, **changes)
 
 
 def _read_json(path: Path, fmt: str | None = None) -> dict:

@@ -77,8 +77,8 @@ bench-pipeline: setup ## say RTF, stream latency, batch throughput, memory, int8
 	$(BIN)/python eval/bench_pipeline.py $(if $(filter random,$(PIPELINE)),--random-weights,--model $(PIPELINE)) \
 	  --out eval/reports/pipeline
 
-# LM decoding speed; more sizes or fewer runs: make bench-lm BENCH_LM_ARGS="--sizes small,base,large --compile"
-BENCH_LM_ARGS ?= --compile
+# LM decoding speed; other sizes, or torch.compile (minutes per row): make bench-lm BENCH_LM_ARGS="--sizes small,base,large --compile"
+BENCH_LM_ARGS ?= --sizes mini,small,base
 $(VENV)/.bench-installed: pyproject.toml | $(INSTALLED)
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	@touch $@

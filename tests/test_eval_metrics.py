@@ -15,7 +15,7 @@ from speechlm.eval.dnsmos import get_dnsmos
 from speechlm.eval.fidelity import fidelity, log_mel_distance, si_sdr
 from speechlm.eval.speaker import cosine, get_speaker_encoder
 from speechlm.eval.wer import corpus_cer, corpus_wer, normalize_for_scoring, score_text
-from tests.conftest import voiced
+from tests.conftest import shared_data_dir, voiced
 
 SR = 16000
 # Short LJ Speech clips (1.8-4.7 s) keep pocketsphinx under a few seconds in total.
@@ -117,6 +117,33 @@ def test_pocketsphinx_on_flite_speech(asr, tmp_path):
     wrong = corpus_wer(score_text(s, h) for s, h in zip(sentences, reversed(hyps)))
     print(f"flite-rms pocketsphinx WER: own {own:.3f}, swapped {wrong:.3f}")
     assert own < 0.3 and wrong > 0.9
+
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def test_pocketsphinx_word_grammar_picks_the_spoken_digit(tmp_path):
+    from speechlm.corpus.voices import VOICES, synthesize
+    from speechlm.eval.asr import PocketSphinxASR
+
+    digits = PocketSphinxASR(words=DIGITS)
+    assert digits.transcribe(np.zeros(0, np.float32), SR) == ""
+    with pytest.raises(ASRError, match="no pronunciation"):
+        PocketSphinxASR(words=["seven", "zzqxv"])
+    try:
+        out = synthesize(VOICES["flite-rms"], DIGITS, tmp_path)
+    except Exception as e:  # noqa: BLE001 - any failure to run flite means "not installed here"
+        pytest.skip(f"flite not usable: {e}")
+    hyps = [digits.transcribe(o.audio, o.sample_rate) for o in out if o.audio is not None]
+    assert set(hyps) <= set(DIGITS) | {""}  # one of the words, or nothing: never free text
+    assert sum(h == d for h, d in zip(hyps, DIGITS)) >= 8, hyps
+    assert sum(h == d for h, d in zip(hyps, DIGITS[1:] + DIGITS[:1])) <= 1  # the wrong answers score ~0
+    fsdd = shared_data_dir() / "fsdd" / "wavs"
+    if fsdd.is_dir():  # real voices: well above chance (10 %) on one take of every digit by every speaker
+        clips = sorted(fsdd.glob("*_0.wav"))
+        right = sum(digits.transcribe(*load_audio(p, SR)) == DIGITS[int(p.name.split("_")[0])] for p in clips)
+        print(f"FSDD take 0: {right} of {len(clips)} digits right")
+        assert right / len(clips) > 0.4
 
 
 def test_asr_edge_cases_and_whisper_never_downloads(asr, tmp_path):

@@ -51,11 +51,15 @@ class ASRBackend(ABC):
 
 
 class PocketSphinxASR(ASRBackend):
-    """CMU pocketsphinx with the US-English acoustic model, dictionary and LM it ships (fully offline)."""
+    """CMU pocketsphinx with the US-English acoustic model, dictionary and LM it ships (fully offline).
+
+    ``words`` turns it into an isolated-word recognizer: a JSGF grammar that accepts exactly one of
+    those words (e.g. the ten digits, for FSDD), in place of the open-vocabulary language model.
+    """
 
     name = "pocketsphinx"
 
-    def __init__(self, language: str = "en", **decoder_options):
+    def __init__(self, language: str = "en", words: list[str] | None = None, **decoder_options):
         if language.split("-")[0].lower() != "en":
             raise ASRError(f"pocketsphinx ships an English model only; for language {language!r} use "
                            "--asr whisper with --whisper_model PATH")
@@ -63,6 +67,14 @@ class PocketSphinxASR(ASRBackend):
 
         # Building the decoder loads the model (~0.5 s), so one instance is reused for every utterance.
         self.decoder = Decoder(samprate=ASR_SAMPLE_RATE, loglevel="FATAL", **decoder_options)
+        if words:
+            unknown = [w for w in words if not self.decoder.lookup_word(w.lower())]
+            if unknown:
+                raise ASRError(f"pocketsphinx's dictionary has no pronunciation for {unknown}")
+            self.name = f"pocketsphinx, one of {len(words)} words"
+            self.decoder.add_jsgf_string("words", "#JSGF V1.0;\ngrammar words;\npublic <word> = "
+                                         + " | ".join(w.lower() for w in words) + ";\n")
+            self.decoder.activate_search("words")
 
     def _transcribe16k(self, wav: np.ndarray) -> str:
         pcm = (np.clip(wav, -1.0, 1.0) * 32767).astype(np.int16)

@@ -189,10 +189,10 @@ def render(r: dict) -> str:
              "tts": "our TTS (FSDD-trained LM, the item's speaker's voice preset)"}
     lines = ["# FSDD: digit accuracy of the default LM recipe trained on real voices", "",
              f"Command: `{r['command']}`  ", f"Model: {r['pipeline']}  ", f"Machine: {r['machine']}", "",
-             f"{r['items']} test items (6 speakers x 10 digits x takes 0-4, never trained on); "
+             (f"{r['items']} test items (6 speakers x 10 digits x takes 0-4, never trained on); "
              f"{len(r['failed'])} failed to synthesize. Sampling: temperature {r['sampling']['temperature']}, "
              f"top_k {r['sampling']['top_k']}, top_p {r['sampling']['top_p']}. TTS took "
-             f"{r['synthesis']['wall_s']:.0f} s for {r['synthesis']['audio_s']:.0f} s of audio.", "",
+             f"{r['synthesis']['wall_s']:.0f} s for {r['synthesis']['audio_s']:.0f} s of audio."), "",
              "| system | n | pocketsphinx digit accuracy | LM `asr` digit accuracy (nearest) | LM `asr` exact phonemes | duration ratio (median) |",
              "|---|---|---|---|---|---|"]
     for k in SYSTEMS:
@@ -200,8 +200,8 @@ def render(r: dict) -> str:
         lines.append(f"| {names[k]} | {x['n']} | {x['pocketsphinx_accuracy']:.1%} | {x['lm_asr_accuracy']:.1%} | "
                      f"{x['lm_asr_exact']:.1%} | {x['duration_ratio_median']:.2f} |")
     lines += ["", f"TTS outputs outside 0.5-2x the recording's duration: {s['tts']['outside_0.5_2']} of {s['tts']['n']}.",
-              "", "Chance is 10 %. pocketsphinx is restricted to the ten digit words (JSGF grammar); \"nearest\" maps "
-              "the LM's phonemes to the digit at the smallest edit distance.", "",
+              "", ("Chance is 10 %. pocketsphinx is restricted to the ten digit words (JSGF grammar); \"nearest\" maps "
+              "the LM's phonemes to the digit at the smallest edit distance."), "",
               "## pocketsphinx digit accuracy per speaker", "",
               "| speaker | " + " | ".join(SYSTEMS) + " |", "|---|" + "---|" * len(SYSTEMS)]
     for spk in s["tts"]["per_speaker"]:

@@ -9,7 +9,9 @@
 #   4. side by side, one core each: the LM (configs/lm/base.yaml) and the vocoder's     LM_TIME
 #      stage 2 on the frozen tokens: spectral losses on CPU (configs/vocoder/spectral.yaml),
 #      VOCODER="" for the adversarial stage (base.yaml alone; for a GPU)
-#   5. voice presets (one train utterance per voice) and the pipeline folder, with the sampling
+#   5. continued pretraining of that LM on both cores, from its export with a fresh warmup + cosine
+#      schedule (configs/lm/continue.yaml: 8,000 steps, bf16-mixed); LM_MORE=0 skips it
+#   6. voice presets (one train utterance per voice) and the pipeline folder, with the sampling
 #      defaults chosen on the dev split (eval/eval_tts.py --split dev): temperature 0.7, fp32 LM
 #      (int8 gave more outputs outside 0.5-2x the reference duration)
 #
@@ -45,9 +47,17 @@ voc=$!
 wait $lm || { echo "LM training failed: logs/train_lm.log" >&2; exit 1; }
 wait $voc || { echo "vocoder training failed: logs/train_vocoder.log" >&2; exit 1; }
 
+lm_out=runs/lm/export
+if [ "${LM_MORE:-1}" != 0 ]; then
+  echo "== LM, continued pretraining from runs/lm/export"
+  $SPEECHLM train lm -c configs/lm/base.yaml -c configs/lm/continue.yaml --model.init_from runs/lm/export ${EXTRA_LM:-} \
+    > logs/train_lm_more.log 2>&1 || { echo "LM training failed: logs/train_lm_more.log" >&2; exit 1; }
+  lm_out=runs/lm_more/export
+fi
+
 echo "== pipeline -> $out"
 $PYTHON data_recipes/voices.py "$data/text/cuts_train.jsonl.gz" exp/voices.jsonl
-$SPEECHLM pipeline build --codec runs/vocoder/export --lm runs/lm/export --tokenizer "$data/text/tokenizer.json" \
+$SPEECHLM pipeline build --codec runs/vocoder/export --lm "$lm_out" --tokenizer "$data/text/tokenizer.json" \
   --voices exp/voices.jsonl --default_voice flite-rms --out "$out" \
   --defaults "{temperature: 0.7, cpu_quantize: null}" \
   --note "Trained by data_recipes/train_default.sh (codec $CODEC_TIME, LM and vocoder stage 2 $LM_TIME)."

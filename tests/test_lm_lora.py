@@ -66,6 +66,9 @@ def test_sft_starts_from_the_pretrained_weights(tokenized, pretrained, tmp_path)
     base = load_lm(pretrained).model.state_dict()
     assert all(torch.equal(v, base[k]) for k, v in cli.model.model.state_dict().items())
     assert cli.model.hparams.lr < 3e-4  # a lower LR than pretraining
+    meta = read_meta(cli.model.export(tmp_path / "continued"))  # the export names its origin
+    assert meta["init_from"]["weights_sha256"] == read_meta(pretrained)["weights_sha256"]
+    assert meta["total_steps"] == read_meta(pretrained)["step"] + meta["step"]
     with pytest.raises(SpeechLMError, match="model.size"):
         build_cli("lm", _args(*tokenized, tmp_path)[1:] + ["--model.size", "small",
                                                            "--model.init_from", str(pretrained)])

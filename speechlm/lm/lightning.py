@@ -61,7 +61,7 @@ class LMModule(L.LightningModule):
         self.save_hyperparameters()
         self.layout = TokenLayout(text_vocab, n_codebooks, codebook_size)
         model = SpeechLM(lm_config(size, self.layout.stream_vocab, max_seq_len=max_seq_len, dropout=dropout))
-        self._base_sha256 = self._load_base(model, init_from) if init_from else None
+        self._base: dict | None = self._load_base(model, init_from) if init_from else None
         if lora is not None and not init_from:
             raise SpeechLMError("model.lora adapts a pretrained LM: set model.init_from to its export folder")
         self.model = apply_lora(model, lora) if lora is not None else model
@@ -74,7 +74,7 @@ class LMModule(L.LightningModule):
         self._rng_to_restore: dict | None = None
         self._t0 = time.perf_counter()
 
-    def _load_base(self, model: SpeechLM, path: str) -> str:
+    def _load_base(self, model: SpeechLM, path: str) -> dict:
         base = load_lm(path)
         if (base.meta["size"], base.layout) != (self.hparams.size, self.layout):
             raise SpeechLMError(
@@ -82,7 +82,9 @@ class LMModule(L.LightningModule):
                 f"{self.hparams.size} one with {self.layout}: set model.size / text_vocab / n_codebooks / "
                 "codebook_size to match")
         model.load_state_dict(base.model.state_dict())
-        return base.meta["weights_sha256"]
+        # what the export records as its origin: the base's weights and its own total step count
+        return {"path": str(path), "weights_sha256": base.meta["weights_sha256"],
+                "step": base.meta.get("total_steps", base.meta.get("step"))}
 
     def on_fit_start(self) -> None:
         dm = self.trainer.datamodule
@@ -196,10 +198,13 @@ class LMModule(L.LightningModule):
         codec, tokenizer = getattr(dm, "codec_info", None), getattr(dm, "tokenizer_path", None)
         if self.hparams.lora is None:
             meta = lm_meta(self.hparams.size, self.model, self.layout, codec, self.global_step)
+            if self._base is not None:  # continued from another export: say so, and count its steps too
+                meta["init_from"] = self._base
+                meta["total_steps"] = (self._base["step"] or 0) + int(self.global_step)
             return export_lm(out_dir, self.model, meta, tokenizer)
         out = save_adapter(self.model, out_dir)
         meta = lm_meta(self.hparams.size, self.model.get_base_model(), self.layout, codec, self.global_step)
-        write_json(out / CONFIG, {**meta, "lora": dict(self.hparams.lora), "base_sha256": self._base_sha256})
+        write_json(out / CONFIG, {**meta, "lora": dict(self.hparams.lora), "base_sha256": self._base["weights_sha256"]})
         return out
 
 

@@ -10,7 +10,8 @@
 #      stage 2 on the frozen tokens: spectral losses on CPU (configs/vocoder/spectral.yaml),
 #      VOCODER="" for the adversarial stage (base.yaml alone; for a GPU)
 #   5. continued pretraining of that LM on both cores, from its export with a fresh warmup + cosine
-#      schedule (configs/lm/continue.yaml: 8,000 steps, bf16-mixed); LM_MORE=0 skips it
+#      schedule, on the 4-voice corpus (same sentences, twice the train audio; its WAVs start as hard
+#      links to the default corpus's) (configs/lm/continue.yaml: 8,000 steps, bf16-mixed); LM_MORE=0 skips it
 #   6. voice presets (one train utterance per voice) and the pipeline folder, with the sampling
 #      defaults chosen on the dev split (eval/eval_tts.py --split dev): temperature 0.7, fp32 LM
 #      (int8 gave more outputs outside 0.5-2x the reference duration)
@@ -49,7 +50,13 @@ wait $voc || { echo "vocoder training failed: logs/train_vocoder.log" >&2; exit 
 
 lm_out=runs/lm/export
 if [ "${LM_MORE:-1}" != 0 ]; then
-  echo "== LM, continued pretraining from runs/lm/export"
+  echo "== the 4-voice corpus and its tokens, then the LM's continued pretraining from runs/lm/export"
+  if [ ! -f data/synth_4voices/report.json ]; then
+    mkdir -p data/synth_4voices && [ -d data/synth_4voices/wavs ] || cp -al data/synth_default/wavs data/synth_4voices/
+    $SPEECHLM data synth -c configs/data/synth_4voices.yaml --out data/synth_4voices
+  fi
+  SPEECHLM=$SPEECHLM bash data_recipes/run.sh synthetic data/synth_4voices exp/data/synth_4voices --stage 1
+  $SPEECHLM data tokenize --dir exp/data/synth_4voices --codec runs/codec/export
   $SPEECHLM train lm -c configs/lm/base.yaml -c configs/lm/continue.yaml --model.init_from runs/lm/export ${EXTRA_LM:-} \
     > logs/train_lm_more.log 2>&1 || { echo "LM training failed: logs/train_lm_more.log" >&2; exit 1; }
   lm_out=runs/lm_more/export

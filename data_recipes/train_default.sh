@@ -52,7 +52,8 @@ lm_out=runs/lm/export
 if [ "${LM_MORE:-1}" != 0 ]; then
   echo "== the 4-voice corpus and its tokens, then the LM's continued pretraining from runs/lm/export"
   if [ ! -f data/synth_4voices/report.json ]; then
-    mkdir -p data/synth_4voices && [ -d data/synth_4voices/wavs ] || cp -al data/synth_default/wavs data/synth_4voices/
+    mkdir -p data/synth_4voices
+    [ -d data/synth_4voices/wavs ] || cp -al data/synth_default/wavs data/synth_4voices/
     $SPEECHLM data synth -c configs/data/synth_4voices.yaml --out data/synth_4voices
   fi
   SPEECHLM=$SPEECHLM bash data_recipes/run.sh synthetic data/synth_4voices exp/data/synth_4voices --stage 1

@@ -127,16 +127,20 @@ def main(argv: list[str] | None = None) -> int:
                          "lm_asr_exact": own == references[it["digit"]], "duration": len(wav) / sr,
                          "duration_ratio": len(wav) / sr / it["duration"]})
 
-    def rate(rs, key) -> float:
-        return float(np.mean([r[key] == r["digit"] if key != "lm_asr_exact" else r[key] for r in rs])) if rs else math.nan
+    def rate(rs, right) -> float:
+        return float(np.mean([right(r) for r in rs])) if rs else math.nan
+
+    def heard(key):
+        return lambda r: r[key] == r["digit"]
 
     summary = {}
     for system in SYSTEMS:
         rs = [r for r in rows if r["system"] == system]
-        summary[system] = {"n": len(rs), "pocketsphinx_accuracy": rate(rs, "pocketsphinx"),
-                           "lm_asr_accuracy": rate(rs, "lm_asr_digit"), "lm_asr_exact": rate(rs, "lm_asr_exact"),
+        summary[system] = {"n": len(rs), "pocketsphinx_accuracy": rate(rs, heard("pocketsphinx")),
+                           "lm_asr_accuracy": rate(rs, heard("lm_asr_digit")),
+                           "lm_asr_exact": rate(rs, lambda r: r["lm_asr_exact"]),
                            "duration_ratio_median": float(np.median([r["duration_ratio"] for r in rs])) if rs else math.nan,
-                           "per_speaker": {s: rate([r for r in rs if r["speaker"] == s], "pocketsphinx")
+                           "per_speaker": {s: rate([r for r in rs if r["speaker"] == s], heard("pocketsphinx"))
                                            for s in sorted(taken)}}
     summary["tts"]["outside_0.5_2"] = sum(1 for r in rows if r["system"] == "tts" and not 0.5 <= r["duration_ratio"] <= 2)
     result = {

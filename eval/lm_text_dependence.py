@@ -17,6 +17,7 @@ no amount of sampling tuning makes it intelligible. Writes ``text_dependence.{js
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -39,21 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     import torch.nn.functional as F
     from tqdm import tqdm
 
+    from speechlm.data.tokenize_stage import token_dir
     from speechlm.inference import Pipeline
     from speechlm.lm.data import SequenceBuilder, load_utterances
 
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = Pipeline.from_pretrained(args.model, quantize=None)
-    info = pipe.codec.info
-    token_dir = args.token_dir or str(Path(args.data) / "tokens" / f"{info.name}-{info.version}-{info.n_codebooks}cb")
-    dev = load_utterances(Path(args.data) / "text" / "cuts_dev.jsonl.gz", token_dir, "dev", pipe.tokenizer)
+    tokens = args.token_dir or token_dir(args.data, pipe.codec.info)
+    dev = load_utterances(Path(args.data) / "text" / "cuts_dev.jsonl.gz", tokens, "dev", pipe.tokenizer)
     dev = sorted(dev, key=lambda u: u.id)
     by_voice: dict[str, list] = {}
     for u in dev:
         by_voice.setdefault(u.speaker, []).append(u)
-    items = [u for i in range(max(map(len, by_voice.values()))) for us in by_voice.values() if i < len(us)
-             for u in [us[i]]][: args.n]  # round-robin over voices
+    items = [us[i] for i in range(max(map(len, by_voice.values()))) for us in by_voice.values()
+             if i < len(us)][: args.n]  # round-robin over voices
     builder, k = SequenceBuilder(pipe.layout), pipe.layout.n_codebooks
     sums = {c: torch.zeros(k, dtype=torch.float64) for c in CONDITIONS}
     counts = torch.zeros(k, dtype=torch.float64)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt = same[(same.index(utt) + 1) % len(same)]
         other = items[(n + 1) % len(items)]
         for cond, text in zip(CONDITIONS, (utt.text, other.text, [])):
-            seq, mask = builder.build("tts", type(utt)(utt.id, utt.speaker, utt.language, text, utt.codes), prompt)
+            seq, mask = builder.build("tts", dataclasses.replace(utt, text=text), prompt)
             with torch.inference_mode():
                 logits = lm(seq[None, :, :-1]).logits
             target, m = seq[:, 1:], mask[:, 1:]
@@ -81,16 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     (out / "text_dependence.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     lines = ["# Does the LM read its text? Teacher-forced TTS cross-entropy on dev utterances", "",
              f"Command: `{result['command']}`  ", f"Model: {result['pipeline']}", "",
-             f"{len(items)} dev utterances, each with another dev utterance of its voice as the voice prompt. "
-             "Cross-entropy (nats) of the target audio tokens, lower is better:", "",
+             (f"{len(items)} dev utterances, each with another dev utterance of its voice as the voice prompt. "
+             "Cross-entropy (nats) of the target audio tokens, lower is better:"), "",
              "| text given | " + " | ".join(f"codebook {i}" for i in range(k)) + " | mean |",
              "|---|" + "---|" * (k + 1)]
     for c in CONDITIONS:
         per = result["ce_per_codebook"][c]
         lines.append(f"| {c} | " + " | ".join(f"{x:.3f}" for x in per) + f" | {result['ce_mean'][c]:.3f} |")
     own, other = result["ce_per_codebook"]["own text"][0], result["ce_per_codebook"]["other text"][0]
-    lines += ["", f"Codebook 0 (the coarsest, which carries most of what is said): own text {own:.3f} vs "
-              f"other text {other:.3f} nats, a gap of {other - own:.3f}.", ""]
+    lines += ["", (f"Codebook 0 (the coarsest, which carries most of what is said): own text {own:.3f} vs "
+              f"other text {other:.3f} nats, a gap of {other - own:.3f}."), ""]
     (out / "text_dependence.md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
     return 0

@@ -72,6 +72,11 @@ class TokenizeReport:
                 f"({self.seconds:.1f} s, {self.skipped_shards} shards already there)")
 
 
+def token_dir(data_dir: str | Path, info) -> Path:
+    """Where the tokenize stage writes ``data_dir``'s token shards for the codec described by ``info`` (CodecInfo)."""
+    return Path(data_dir) / "tokens" / f"{info.name}-{info.version}-{info.n_codebooks}cb"
+
+
 def run_tokenize_stage(data_dir: str | Path, codec: str = "default", shard_size: int = 500,
                        workers: int | None = None, force: bool = False, progress: bool = True) -> TokenizeReport:
     from speechlm.codec.registry import load_codec
@@ -83,7 +88,7 @@ def run_tokenize_stage(data_dir: str | Path, codec: str = "default", shard_size:
     if missing:
         raise SpeechLMError(f"{missing[0]}: not found; run the split stage first")
     info = load_codec(codec).info  # fails early, in this process, on a bad --codec
-    out = data_dir / "tokens" / f"{info.name}-{info.version}-{info.n_codebooks}cb"
+    out = token_dir(data_dir, info)
     t0 = time.time()
     shards, counts = [], {}
     for split, manifest in zip(SPLITS, inputs):

@@ -12,7 +12,9 @@ the sentence with that voice's preset prompt (a train-split utterance), and we m
   voice, against the same for every *other* voice (must be clearly lower), beside the ceiling of two
   different recordings of the target voice;
 * robustness: output duration / reference duration, and how many fall outside 0.5-2x;
-* DNSMOS OVRL of both, and synthesis speed (real-time factor) as measured by the pipeline.
+* DNSMOS OVRL of both, and synthesis speed (real-time factor) as measured by the pipeline;
+* the same for the engine's recording passed through the pipeline's codec (encode, decode): the
+  ceiling of any LM that speaks through this codec, so it tells the LM's share of the gap from the codec's.
 
 Writes ``tts_eval.{json,md}``, the per-utterance rows of ``speechlm eval`` (``eval_report/``) and the WAVs.
 """
@@ -125,24 +127,33 @@ def main(argv: list[str] | None = None) -> int:
             results[req.id] = {"path": str(path), "duration": res.duration}
     synth_seconds = time.perf_counter() - t0
 
+    # ---- the codec's ceiling: each reference recording through the pipeline's codec
+    from speechlm.data.audio import load_audio
+
+    codec_dir = wav_dir / "codec"
+    codec_dir.mkdir(exist_ok=True)
+    for s, v in tqdm(picked, desc="codec resynthesis", unit="utt"):
+        audio, sr = load_audio(by_sentence[s][v].recording.sources[0].source, pipe.codec.sample_rate)
+        wav = pipe.codec.decode(pipe.codec.encode(audio, sr), len(audio))[0]
+        sf.write(codec_dir / f"{v}_{s}.wav", wav.float().cpu().numpy(), pipe.codec.sample_rate, subtype="PCM_16")
+
     # ---- score: ours against the engine's recording of the same sentence, and the engine's own WER
-    ours, engine = [], []
+    ours, engine, resynth = [], [], []
     for s, v in picked:
         key, cut = f"{v}_{s}", by_sentence[s][v]
         ref, text = cut.recording.sources[0].source, cut.supervisions[0].text
         if "path" in results[key]:
             ours.append({"id": key, "audio": results[key]["path"], "text": text, "reference_audio": ref})
         engine.append({"id": key, "audio": ref, "text": text})
+        resynth.append({"id": key, "audio": str(codec_dir / f"{key}.wav"), "text": text, "reference_audio": ref})
     manifests = []
-    for name, rows in (("speechlm", ours), ("engine", engine)):
+    for name, rows in (("speechlm", ours), ("engine", engine), ("codec", resynth)):
         m = out / f"{name}.jsonl"
         m.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         manifests.append(m)
-    report = run_eval(manifests, out / "eval_report", metrics=None, systems=["speechlm", "engine"])
+    report = run_eval(manifests, out / "eval_report", metrics=None, systems=["speechlm", "engine", "codec"])
 
     # ---- voice: SIM to every other voice's recording of the same sentence, and the same-voice ceiling
-    from speechlm.data.audio import load_audio
-
     enc = get_speaker_encoder()
 
     @functools.lru_cache(maxsize=None)  # each recording is compared with many outputs
@@ -166,10 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     for v in voices:  # the report's own per-system aggregation, on one voice's rows
         mine = [rows[("speechlm", f"{v}_{s}")] for s, w in picked if w == v and ("speechlm", f"{v}_{s}") in rows]
         theirs = [rows[("engine", f"{v}_{s}")] for s, w in picked if w == v]
+        coded = [rows[("codec", f"{v}_{s}")] for s, w in picked if w == v]
         ours = aggregate(mine, ["wer", "sim"])[0].metrics if mine else {}
-        engine = aggregate(theirs, ["wer"])[0].metrics
+        engine, codec = aggregate(theirs, ["wer"])[0].metrics, aggregate(coded, ["wer"])[0].metrics
         per_voice[v] = {"n": len(theirs), "wer": ours["wer"].value if ours else math.nan,
-                        "engine_wer": engine["wer"].value, "sim": ours["sim"].value if ours else math.nan}
+                        "engine_wer": engine["wer"].value, "codec_wer": codec["wer"].value,
+                        "sim": ours["sim"].value if ours else math.nan}
     ratios = [r.metrics["duration_ratio"] for r in report.rows if r.system == "speechlm" and "duration_ratio" in r.metrics]
     summary = {s.system: {m: e.to_dict() for m, e in s.metrics.items()} for s in report.summaries}
     result = {
@@ -205,7 +218,7 @@ def _get(summary: dict, system: str, metric: str) -> float:
 def render(r: dict) -> str:
     s, d = r["summary"], r["duration"]
     f = lambda x, n=3: "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{n}f}"
-    wer_ours, wer_engine = _get(s, "speechlm", "wer"), _get(s, "engine", "wer")
+    wer_ours, wer_engine, wer_codec = _get(s, "speechlm", "wer"), _get(s, "engine", "wer"), _get(s, "codec", "wer")
     lines = [
         f"# Text-to-speech on the embedded corpus's {r['split']} sentences", "",
         f"Command: `{r['command']}`  ", f"Model: {r['pipeline']}  ", f"Machine: {r['machine']}", "",
@@ -218,12 +231,18 @@ def render(r: dict) -> str:
         f"| speechlm | {f(100 * wer_ours, 1)} | {f(_get(s, 'speechlm', 'sim'))} | {f(r['sim_other_voices'])} | "
         f"{f(_get(s, 'speechlm', 'dnsmos_ovrl'), 2)} | {f(d['median'], 2)} | {d['outside_0.5_2']} of {d['n']} |",
         f"| engine recording | {f(100 * wer_engine, 1)} | {f(r['sim_same_voice_ceiling'])} (another sentence) | – | "
-        f"{f(_get(s, 'engine', 'dnsmos_ovrl'), 2)} | 1 | – |", "",
-        f"WER ratio ours / engine: {f(wer_ours / wer_engine if wer_engine else math.nan, 2)} (bar: at most 1.5).", "",
-        "## Per voice", "", "| voice | n | WER % ours | WER % engine | SIM to target |", "|---|---|---|---|---|",
+        f"{f(_get(s, 'engine', 'dnsmos_ovrl'), 2)} | 1 | – |",
+        f"| engine recording through the codec | {f(100 * wer_codec, 1)} | {f(_get(s, 'codec', 'sim'))} | – | "
+        f"{f(_get(s, 'codec', 'dnsmos_ovrl'), 2)} | 1 | – |", "",
+        f"WER ratio ours / engine: {f(wer_ours / wer_engine if wer_engine else math.nan, 2)} (bar: at most 1.5); "
+        f"codec resynthesis / engine: {f(wer_codec / wer_engine if wer_engine else math.nan, 2)} (the ceiling "
+        "of an LM speaking through this codec).", "",
+        "## Per voice", "", "| voice | n | WER % ours | WER % engine | WER % codec resynthesis | SIM to target |",
+        "|---|---|---|---|---|---|",
     ]
     for v, p in r["per_voice"].items():
-        lines.append(f"| {v} | {p['n']} | {f(100 * p['wer'], 1)} | {f(100 * p['engine_wer'], 1)} | {f(p['sim'])} |")
+        lines.append(f"| {v} | {p['n']} | {f(100 * p['wer'], 1)} | {f(100 * p['engine_wer'], 1)} | "
+                     f"{f(100 * p.get('codec_wer', math.nan), 1)} | {f(p['sim'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -38,6 +38,7 @@ from speechlm.codec.tokens import read_token_info
 from speechlm.data.sampler import BucketingConfig, DurationBucketSampler
 from speechlm.errors import SpeechLMError
 from speechlm.io import write_json
+from speechlm.lm.align import GuidedAttention, alignment_spans, attn_probs_request, guided_attention_loss
 from speechlm.lm.checkpoint import checkpoint_before, rng_state, set_rng_state
 from speechlm.lm.data import TASKS, LMDataset, collate, load_chat, load_utterances
 from speechlm.lm.export import CONFIG, export_lm, lm_meta, load_lm
@@ -52,10 +53,12 @@ class LMModule(L.LightningModule):
                  max_seq_len: int = 2048, dropout: float = 0.0, lr: float = 3e-4, weight_decay: float = 0.1,
                  warmup_steps: int = 1000, max_steps: int = 100_000, spike_factor: float = 4.0,
                  reload_after: int = 8, peak_tflops: float | None = None, init_from: str | None = None,
-                 lora: LoraSettings | None = None, export_dir: str | None = None):
+                 lora: LoraSettings | None = None, guided_attention: GuidedAttention | None = None,
+                 export_dir: str | None = None):
         """``init_from``: an exported LM folder to start from (SFT, LoRA); ``lora``: train adapters on that
-        frozen model instead of all weights; ``reload_after``: skipped steps in a row before rolling back
-        to a checkpoint (0: never); ``export_dir``: where the LM goes when training ends (default
+        frozen model instead of all weights; ``guided_attention``: a diagonal-prior loss on some heads that
+        teaches text-audio alignment (``align.py``); ``reload_after``: skipped steps in a row before rolling
+        back to a checkpoint (0: never); ``export_dir``: where the LM goes when training ends (default
         ``<trainer.default_root_dir>/export``)."""
         super().__init__()
         self.save_hyperparameters()
@@ -65,6 +68,11 @@ class LMModule(L.LightningModule):
         if lora is not None and not init_from:
             raise SpeechLMError("model.lora adapts a pretrained LM: set model.init_from to its export folder")
         self.model = apply_lora(model, lora) if lora is not None else model
+        self._guided = attn_probs_request(guided_attention or {})
+        bad = [layer for layer in self._guided if not 0 <= layer < model.cfg.n_layers]
+        if bad or any(h > model.cfg.n_heads for h in self._guided.values()):
+            raise SpeechLMError(f"model.guided_attention {guided_attention}: a {size} LM has layers 0.."
+                                f"{model.cfg.n_layers - 1} with {model.cfg.n_heads} heads each")
         self._avg_loss: float | None = None  # running average of accepted losses (the spike reference)
         self._skipped = 0  # skipped steps in the whole run
         self._bad_run = 0  # skipped steps in a row
@@ -99,10 +107,20 @@ class LMModule(L.LightningModule):
             set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
 
+    def _forward(self, inputs, targets, mask):
+        """``(LMOutput, loss, guided-attention loss or None)``: the loss trained on is CE + weight x guided."""
+        out = self.model(inputs, targets, mask, attn_probs=self._guided or None)
+        if not self._guided:
+            return out, out.loss, None
+        g = self.hparams.guided_attention
+        guided = guided_attention_loss(out.attn, alignment_spans(inputs, self.layout), g.get("width", 0.2))
+        if guided is None:
+            return out, out.loss, None
+        return out, out.loss + g.get("weight", 1.0) * guided, guided
+
     def training_step(self, batch, batch_idx: int):
         inputs, targets, mask, tasks = batch
-        out = self.model(inputs, targets, mask)
-        loss = out.loss
+        out, loss, guided = self._forward(inputs, targets, mask)
         value = float(self.trainer.strategy.reduce(loss.detach(), reduce_op="mean"))  # one decision for all ranks
         spike = self._avg_loss is not None and value > self.hparams.spike_factor * self._avg_loss
         if not math.isfinite(value) or spike:
@@ -118,7 +136,9 @@ class LMModule(L.LightningModule):
         now = time.perf_counter()
         dt, self._t0 = max(now - self._t0, 1e-9), now  # wall time since the previous step
         steps = float(inputs.shape[0] * inputs.shape[-1])  # sequence steps (each carries K tokens)
-        self.log_dict({"train/loss": loss, "train/steps_per_s": steps / dt}, prog_bar=True)
+        self.log_dict({"train/loss": out.loss, "train/steps_per_s": steps / dt}, prog_bar=True)
+        if guided is not None:
+            self.log("train/guided_attn", guided, prog_bar=True)
         for t, name in enumerate(TASKS):
             rows = tasks == t
             if rows.any():
@@ -164,7 +184,10 @@ class LMModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         inputs, targets, mask, _ = batch
-        self.log("val/loss", self.model(inputs, targets, mask).loss, prog_bar=True, sync_dist=True)
+        out, _, guided = self._forward(inputs, targets, mask)
+        self.log("val/loss", out.loss, prog_bar=True, sync_dist=True)
+        if guided is not None:
+            self.log("val/guided_attn", guided, sync_dist=True)
 
     def configure_optimizers(self):
         h = self.hparams

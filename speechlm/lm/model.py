@@ -137,8 +137,13 @@ class Attention(nn.Module):
         self.out = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
     def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``mask`` from :func:`attention_mask`; None means causal (no cache) or see-everything (cache)."""
+                mask: torch.Tensor | None = None, probs_heads: int = 0):
+        """``mask`` from :func:`attention_mask`; None means causal (no cache) or see-everything (cache).
+
+        ``probs_heads > 0`` also returns the attention probabilities ``[B, h, S, S]`` of the first ``h``
+        heads (no cache), computed outside SDPA from the same queries and keys, so that a loss on them
+        (``align.py``) trains those heads; returns ``(output, probs)`` then.
+        """
         b, s, _ = x.shape
         cfg = self.cfg
         q = self.q(x).view(b, s, cfg.n_heads, cfg.head_dim).transpose(1, 2)
@@ -157,7 +162,16 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            dropout_p=cfg.dropout if self.training else 0.0,
                                            enable_gqa=cfg.kv_heads != cfg.n_heads)
-        return self.out(y.transpose(1, 2).reshape(b, s, -1))
+        y = self.out(y.transpose(1, 2).reshape(b, s, -1))
+        if not probs_heads:
+            return y
+        if cache is not None:
+            raise ValueError("attention probabilities are for training forwards, without a KV cache")
+        group = cfg.n_heads // cfg.kv_heads
+        kh = k[:, torch.arange(probs_heads) // group]  # the KV head serving each query head
+        scores = (q[:, :probs_heads].float() @ kh.float().transpose(-1, -2)) / math.sqrt(cfg.head_dim)
+        allowed = torch.ones(s, s, dtype=torch.bool, device=x.device).tril() if mask is None else mask
+        return y, scores.masked_fill(~allowed, float("-inf")).softmax(-1)
 
 
 class FeedForward(nn.Module):
@@ -181,9 +195,14 @@ class Block(nn.Module):
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.dropout, self.training) if self.dropout > 0 else x
 
-    def forward(self, x, cos, sin, cache=None, layer=0, mask=None):
-        x = x + self._drop(self.attn(self.attn_norm(x), cos, sin, cache, layer, mask))
-        return x + self._drop(self.ffn(self.ffn_norm(x)))
+    def forward(self, x, cos, sin, cache=None, layer=0, mask=None, probs_heads: int = 0):
+        y = self.attn(self.attn_norm(x), cos, sin, cache, layer, mask, probs_heads)
+        probs = None
+        if probs_heads:
+            y, probs = y
+        x = x + self._drop(y)
+        x = x + self._drop(self.ffn(self.ffn_norm(x)))
+        return (x, probs) if probs_heads else x
 
 
 @dataclass
@@ -192,6 +211,7 @@ class LMOutput:
     loss: torch.Tensor | None = None  # mean cross-entropy over counted positions
     row_loss: torch.Tensor | None = None  # [B] summed cross-entropy per sequence (per-task logging)
     row_tokens: torch.Tensor | None = None  # [B] counted positions per sequence
+    attn: list[torch.Tensor] = field(default_factory=list)  # [B, h, S, S] per layer asked for (attn_probs)
 
 
 def _contiguous_state(module: nn.Module, state: dict, prefix: str, local_metadata) -> None:
@@ -232,13 +252,16 @@ class SpeechLM(nn.Module):
 
     def forward(self, steps: torch.Tensor, targets: torch.Tensor | None = None,
                 loss_mask: torch.Tensor | None = None, cache: KVCache | None = None,
-                key_mask: torch.Tensor | None = None, last_only: bool = False) -> LMOutput:
+                key_mask: torch.Tensor | None = None, last_only: bool = False,
+                attn_probs: dict[int, int] | None = None) -> LMOutput:
         """``steps [B, K, S]`` -> per-stream logits; with ``targets [B, K, S]`` also the mean CE loss.
 
         ``loss_mask [B, K, S]`` (bool) selects the positions that count (target spans only).
         ``key_mask [B, cached + S]`` (bool, True = real token) masks left padding in batched prompts.
         ``last_only``: logits for the last position only, ``[B, 1, V_k]`` (a prompt's prefill needs no
         more, and the heads over every prompt position cost as much as a decoding step).
+        ``attn_probs {layer: h}``: also return the first ``h`` heads' attention probabilities of those
+        layers in ``LMOutput.attn`` (guided attention, ``align.py``).
         """
         b, k, s = steps.shape
         start = cache.length if cache is not None else 0
@@ -249,8 +272,13 @@ class SpeechLM(nn.Module):
             x = x + self.embed[i](steps[:, i])
         cos, sin = self.rope_cos[start: start + s], self.rope_sin[start: start + s]
         mask = attention_mask(s, start, key_mask, x.device)
+        attn = []
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cache, i, mask)
+            heads = (attn_probs or {}).get(i, 0)
+            x = block(x, cos, sin, cache, i, mask, heads)
+            if heads:
+                x, probs = x
+                attn.append(probs)
         if cache is not None:
             cache.length += s
         if last_only:
@@ -260,7 +288,7 @@ class SpeechLM(nn.Module):
         x = self.norm(x)
         logits = [head(x) for head in self.heads]
         if targets is None:
-            return LMOutput(logits)
+            return LMOutput(logits, attn=attn)
         row_loss = torch.zeros(b, device=x.device)
         row_tokens = torch.zeros(b, device=x.device)
         for i, lg in enumerate(logits):
@@ -268,7 +296,7 @@ class SpeechLM(nn.Module):
             m = loss_mask[:, i].float() if loss_mask is not None else torch.ones_like(ce)
             row_loss = row_loss + (ce * m).sum(-1)
             row_tokens = row_tokens + m.sum(-1)
-        return LMOutput(logits, row_loss.sum() / row_tokens.sum().clamp(min=1), row_loss, row_tokens)
+        return LMOutput(logits, row_loss.sum() / row_tokens.sum().clamp(min=1), row_loss, row_tokens, attn)
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         p = next(self.parameters())

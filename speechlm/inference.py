@@ -43,7 +43,7 @@ from speechlm.codec.streaming import StreamingDecoder
 from speechlm.errors import SpeechLMError
 from speechlm.io import write_json
 from speechlm.lm.data import SequenceBuilder
-from speechlm.lm.generate import GenerationConfig, generate, length_guard, stream_frames
+from speechlm.lm.generate import AlignmentGuard, GenerationConfig, generate, length_guard, stream_frames
 from speechlm.lm.layout import TokenLayout
 from speechlm.lm.model import SpeechLM
 from speechlm.lm.sampling import SamplingConfig
@@ -335,6 +335,14 @@ class Pipeline:
             raise TextError(f"text {text!r:.100} has nothing speakable")
         return plans
 
+    def _alignment(self) -> AlignmentGuard | None:
+        """The ``<eos>`` guard of an LM trained with guided attention: its last guided layer's first head."""
+        guided, d = (self.lm_meta or {}).get("guided_attention"), self.defaults
+        if not guided or not guided.get("layers") or d.align_end_seconds <= 0:
+            return None
+        return AlignmentGuard(max(guided["layers"]), 0, d.align_end_tokens,
+                              max(1, round(d.align_end_seconds * self.codec.frame_rate)))
+
     def _sampling(self, opts: dict) -> SamplingConfig:
         d = self.defaults
         get = lambda name: opts[name] if opts.get(name) is not None else getattr(d, name)  # noqa: E731
@@ -408,7 +416,7 @@ class Pipeline:
         seed = requests[first.request].seed
         cfg = GenerationConfig(min(p.min_frames for p in batch), max(p.max_frames for p in batch),
                                self._sampling(requests[first.request].options),
-                               None if seed is None else seed + first.index)
+                               None if seed is None else seed + first.index, self._alignment())
         try:
             codes = generate(self._lm_run, self.layout, [p.prompt for p in batch], cfg)
         except (RuntimeError, ValueError) as e:
@@ -473,7 +481,7 @@ class Pipeline:
                 yield gap
             prev = p
             cfg = GenerationConfig(p.min_frames, p.max_frames, self._sampling(options),
-                                   None if seed is None else seed + p.index)
+                                   None if seed is None else seed + p.index, self._alignment())
             decoder, fader, pending, emitted = StreamingDecoder(self.codec, lookahead), Fader(n_fade), [], False
             for ready in stream_frames(self._lm_run, self.layout, [p.prompt], cfg):
                 if ready[0] is not None:

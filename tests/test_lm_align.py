@@ -89,3 +89,54 @@ def test_lm_trains_with_guided_attention(tokenized, tmp_path):  # noqa: F811
     assert train_main(args) == 0
     metrics = next((tmp_path / "run").rglob("metrics.csv")).read_text()
     assert "train/guided_attn" in metrics.splitlines()[0]
+    # the export says which heads were guided, and a pipeline built on it follows the last one
+    from speechlm.lm.export import read_meta
+    from tests.test_pipeline import build_tiny_pipeline
+
+    meta = read_meta(tmp_path / "run" / "export")
+    assert meta["guided_attention"]["layers"] == [1]
+    pipe = build_tiny_pipeline()
+    assert pipe._alignment() is None  # an LM without guided heads: no guard
+    pipe.lm_meta = {"guided_attention": {"layers": [0, 1], "heads": 1}}
+    guard = pipe._alignment()
+    assert (guard.layer, guard.head, guard.max_end_frames) == (1, 0, round(0.5 * pipe.codec.frame_rate))
+    assert pipe.synthesize("Hello there.", "alice", max_frames=3).audio.size > 0
+
+
+def _bias():
+    from speechlm.lm.generate import _stream_bias
+
+    return _stream_bias(L, L.stream_vocab, "cpu")
+
+
+def test_alignment_guard_holds_eos_until_the_text_is_read_then_forces_it():
+    from speechlm.lm.generate import AlignmentGuard, _alignment_bias
+
+    guard, bias = AlignmentGuard(layer=0, end_tokens=2, max_end_frames=3), _bias()
+    reading, at_end, trace = [-1], [0], [[]]
+    text_start, text_end, keys = 5, 15, 30  # 10 text tokens at [5, 15)
+    allowed = []
+    for pos in [0, 3, 1, 7, 8, 2, 9, 9, 9, 9]:  # the head's argmax over the text, one step each
+        probs = torch.zeros(1, keys)
+        probs[0, text_start + pos] = 1.0
+        row = _alignment_bias(probs, [text_start], text_end, reading, at_end, guard, bias, trace)[0]
+        allowed.append("eos" if torch.equal(row, bias["eos"]) else "either" if row[EOS_ID] == 0 else "audio")
+    assert trace[0] == [0, 3, 3, 7, 8, 8, 9, 9, 9, 9]  # never moves back
+    # near the end from position 8 (10 - 2): <eos> allowed for 3 frames, then forced
+    assert allowed == ["audio"] * 4 + ["either"] * 3 + ["eos"] * 3
+
+
+def test_generation_with_the_guard_ends_when_the_head_has_stayed_at_the_end():
+    from speechlm.lm.generate import AlignmentGuard, GenerationConfig, generate
+    from speechlm.lm.sampling import SamplingConfig
+
+    torch.manual_seed(0)
+    model = SpeechLM(lm_config("tiny", L.stream_vocab)).eval()
+    prompt = SequenceBuilder(L).tts_prompt(utt(0, n_text=4).text, "en")
+    # end_tokens >= the text's length: "near the end" from the first step, so after 3 frames <eos> is forced
+    trace: list[list[int]] = []
+    cfg = GenerationConfig(3, 50, SamplingConfig(temperature=0.0), alignment=AlignmentGuard(1, 0, 4, 2), trace=trace)
+    assert generate(model, L, [prompt, prompt[:, 1:]], cfg)[0].shape[-1] == 3
+    assert len(trace) == 2 and all(0 <= p < 4 for p in trace[0])
+    free = generate(model, L, [prompt], GenerationConfig(50, 50, SamplingConfig(temperature=0.0)))[0]
+    assert free.shape[-1] == 50  # the same model without the guard runs to its length limit

@@ -10,6 +10,12 @@ token per stream under the layout's rules:
 * after ``<eos>`` at frame ``T`` the other streams run ``K - 1`` more steps to finish their delayed
   codebooks, then the item is done.
 
+With an :class:`AlignmentGuard` (an LM trained with guided attention, ``align.py``) the guided head's
+attention over the target text says how far through the text the speech is, and ``<eos>`` waits
+until it has reached the end and comes once it has stayed there too long: attention-constrained
+inference (Wang et al., 2024) in its simplest form, so that the length follows what was said, not
+only the text length.
+
 Frames are yielded as soon as all ``K`` of their codebooks exist (``stream_frames``), which is what
 streaming synthesis decodes; ``generate`` collects them. Batches of prompts with different lengths
 are left-padded and masked.
@@ -22,10 +28,20 @@ from typing import Iterator
 
 import torch
 
-from speechlm.lm.layout import TokenLayout
+from speechlm.lm.layout import TEXT, TokenLayout
 from speechlm.lm.model import SpeechLM
 from speechlm.lm.sampling import SamplingConfig, sample
 from speechlm.text.tokenizer import EOS_ID, PAD_ID
+
+
+@dataclass
+class AlignmentGuard:
+    """``<eos>`` from the guided head's reading position (the text token it attends to most, never moving back)."""
+
+    layer: int  # the guided head (lm.json's ``guided_attention``)
+    head: int = 0
+    end_tokens: int = 3  # <eos> only once the position is within this many tokens of the text's end ...
+    max_end_frames: int = 12  # ... and forced after this many frames there (12 = 0.48 s at 25 Hz)
 
 
 @dataclass
@@ -34,6 +50,8 @@ class GenerationConfig:
     max_frames: int = 500
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     seed: int | None = 0
+    alignment: AlignmentGuard | None = None
+    trace: list[list[int]] | None = None  # with ``alignment``: filled with each prompt's reading positions
 
 
 def length_guard(n_text_tokens: int, frame_rate: float, min_seconds_per_token: float = 0.02,
@@ -92,6 +110,14 @@ def stream_frames(model: SpeechLM, layout: TokenLayout, prompts: list[torch.Tens
     if padded:  # every generated step is a real key; the mask is sliced per step, never regrown
         key_mask = torch.cat([key_mask, torch.ones(b, total - width, dtype=torch.bool)], 1).to(device)
     out = model(steps.to(device), cache=cache, key_mask=key_mask[:, :width] if padded else None, last_only=True)
+    guard = cfg.alignment
+    if guard is not None:
+        # each prompt ends "<|text|> text <|audio|>": the target text is after its last <|text|>
+        text_start = [int((row == TEXT).nonzero().max()) + 1 if (row == TEXT).any() else width - 1
+                      for row in steps[:, 0]]
+        reading, at_end = [-1] * b, [0] * b
+        if cfg.trace is not None:
+            cfg.trace[:] = [[] for _ in range(b)]
     bias = _stream_bias(layout, [lg.shape[-1] for lg in out.logits], device)
     window = cfg.sampling.repetition_window
     history = torch.empty(b, k, total - width, dtype=torch.long, device=device)  # generated steps
@@ -99,13 +125,19 @@ def stream_frames(model: SpeechLM, layout: TokenLayout, prompts: list[torch.Tens
     j = 0
     while True:
         tokens = history[:, :, j]
+        eos_bias = None
+        if guard is not None and j > 0:
+            eos_bias = _alignment_bias(out.attn[0][:, guard.head, -1], text_start, width - 1, reading, at_end,
+                                       guard, bias, cfg.trace)
         for s in range(k):
             if s > 0:
                 allowed = bias["audio"]
             elif j >= cfg.max_frames:  # length guard: force the end
                 allowed = bias["eos"]
+            elif j < cfg.min_frames:
+                allowed = bias["audio0"]
             else:
-                allowed = bias["audio0_or_eos" if j >= cfg.min_frames else "audio0"]
+                allowed = eos_bias if eos_bias is not None else bias["audio0_or_eos"]
             hist = history[:, s, max(0, j - window): j] if window > 0 else None
             tokens[:, s] = sample(out.logits[s][:, -1].float() + allowed, cfg.sampling, gen, hist)
         for s in range(1, k):  # delay pattern: nothing yet / nothing any more on this stream
@@ -133,7 +165,33 @@ def stream_frames(model: SpeechLM, layout: TokenLayout, prompts: list[torch.Tens
         if min(end) >= 0 and j >= max(end) + k - 2:  # last frame's last codebook is out
             return
         j += 1
-        out = model(tokens[:, :, None], cache=cache, key_mask=key_mask[:, : width + j] if padded else None)
+        out = model(tokens[:, :, None], cache=cache, key_mask=key_mask[:, : width + j] if padded else None,
+                    attn_probs={guard.layer: guard.head + 1} if guard is not None else None)
+
+
+def _alignment_bias(probs: torch.Tensor, text_start: list[int], text_end: int, reading: list[int],
+                    at_end: list[int], guard: AlignmentGuard, bias: dict[str, torch.Tensor],
+                    trace: list[list[int]] | None) -> torch.Tensor:
+    """Stream 0's logit mask ``[B, V]`` for this step from the guided head's attention ``probs [B, keys]``.
+
+    Updates ``reading`` (position in the text, monotonic) and ``at_end`` (frames spent near the end).
+    """
+    rows = []
+    for i in range(probs.shape[0]):
+        n = text_end - text_start[i]
+        if n > 0:
+            reading[i] = max(reading[i], int(probs[i, text_start[i]: text_end].argmax()))
+        near_end = n <= 0 or reading[i] >= n - guard.end_tokens
+        at_end[i] += int(near_end)
+        if trace is not None:
+            trace[i].append(reading[i])
+        if not near_end:
+            rows.append(bias["audio0"])
+        elif at_end[i] > guard.max_end_frames:
+            rows.append(bias["eos"])
+        else:
+            rows.append(bias["audio0_or_eos"])
+    return torch.stack(rows)
 
 
 def generate(model: SpeechLM, layout: TokenLayout, prompts: list[torch.Tensor],

@@ -221,6 +221,8 @@ class LMModule(L.LightningModule):
         codec, tokenizer = getattr(dm, "codec_info", None), getattr(dm, "tokenizer_path", None)
         if self.hparams.lora is None:
             meta = lm_meta(self.hparams.size, self.model, self.layout, codec, self.global_step)
+            if self._guided:  # which heads read the text in step: generation follows them (generate.py)
+                meta["guided_attention"] = dict(self.hparams.guided_attention)
             if self._base is not None:  # continued from another export: say so, and count its steps too
                 meta["init_from"] = self._base
                 meta["total_steps"] = (self._base["step"] or 0) + int(self.global_step)

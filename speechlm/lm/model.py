@@ -140,9 +140,9 @@ class Attention(nn.Module):
                 mask: torch.Tensor | None = None, probs_heads: int = 0):
         """``mask`` from :func:`attention_mask`; None means causal (no cache) or see-everything (cache).
 
-        ``probs_heads > 0`` also returns the attention probabilities ``[B, h, S, S]`` of the first ``h``
-        heads (no cache), computed outside SDPA from the same queries and keys, so that a loss on them
-        (``align.py``) trains those heads; returns ``(output, probs)`` then.
+        ``probs_heads > 0`` also returns the attention probabilities ``[B, h, S, cached + S]`` of the first
+        ``h`` heads, computed outside SDPA from the same queries and keys, so that a loss on them
+        (``align.py``) trains those heads and generation can follow them; returns ``(output, probs)`` then.
         """
         b, s, _ = x.shape
         cfg = self.cfg
@@ -165,13 +165,14 @@ class Attention(nn.Module):
         y = self.out(y.transpose(1, 2).reshape(b, s, -1))
         if not probs_heads:
             return y
-        if cache is not None:
-            raise ValueError("attention probabilities are for training forwards, without a KV cache")
         group = cfg.n_heads // cfg.kv_heads
-        kh = k[:, torch.arange(probs_heads) // group]  # the KV head serving each query head
+        kh = k[:, torch.arange(probs_heads, device=x.device) // group]  # the KV head serving each query head
         scores = (q[:, :probs_heads].float() @ kh.float().transpose(-1, -2)) / math.sqrt(cfg.head_dim)
-        allowed = torch.ones(s, s, dtype=torch.bool, device=x.device).tril() if mask is None else mask
-        return y, scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+        if mask is None and causal:
+            mask = torch.ones(s, s, dtype=torch.bool, device=x.device).tril()
+        if mask is not None:  # else: one new position that sees the whole cache
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return y, scores.softmax(-1)
 
 
 class FeedForward(nn.Module):

@@ -61,6 +61,10 @@ class SynthesisDefaults:
     min_seconds_per_token: float = 0.02  # length guard (see speechlm.lm.generate.length_guard)
     max_seconds_per_token: float = 0.25
     slack_seconds: float = 1.0
+    # an LM trained with guided attention (lm.json's guided_attention): <eos> waits until its aligned head
+    # reads within align_end_tokens of the text's end, and is forced align_end_seconds after (0: no guard)
+    align_end_tokens: int = 3
+    align_end_seconds: float = 0.5
     max_voice_seconds: float = 6.0  # reference audio beyond this is cut (prompt length = cost per step)
     sentence_pause: float = 0.15  # seconds of silence between sentences
     piece_pause: float = 0.05  # between the pieces of a sentence too long for one generation

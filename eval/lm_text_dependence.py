@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from speechlm.data.tokenize_stage import token_dir
-    from speechlm.lm.align import alignment_spans, guided_attention_loss
     from speechlm.inference import Pipeline
+    from speechlm.lm.align import alignment_spans, guided_attention_loss
     from speechlm.lm.data import SequenceBuilder, load_utterances
 
     if args.threads:

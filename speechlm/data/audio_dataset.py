@@ -52,51 +52,23 @@ class AudioCropDataset(Dataset):
 
 
 class AudioDataModule(L.LightningDataModule):
-    """Train and validation crops from lhotse manifests (``speechlm data prepare`` output).
-
-    With ``phoneme_manifests`` (phonemized: ``speechlm data text`` output) and their ``tokenizer``,
-    training batches are ``{"audio": crops, "phonemes": whole utterances}`` for the codec's phoneme
-    supervision (``speechlm.codec.semantic``); the smaller set is cycled.
-    """
+    """Train and validation crops from lhotse manifests (``speechlm data prepare`` output)."""
 
     def __init__(self, train_manifests: list[str], val_manifests: list[str], sample_rate: int = 24000,
                  segment_seconds: float = 1.0, batch_size: int = 8, num_workers: int = 1,
-                 val_segment_seconds: float = 2.0, phoneme_manifests: list[str] | None = None,
-                 tokenizer: str | None = None, phoneme_batch_size: int = 8, phoneme_max_seconds: float = 8.0,
-                 samples_per_frame: int = 960):
+                 val_segment_seconds: float = 2.0):
         super().__init__()
         self.save_hyperparameters()
-        self.phoneme_set = None
 
     def setup(self, stage: str | None = None) -> None:
         h = self.hparams
         self.train_set = AudioCropDataset(h.train_manifests, h.sample_rate, h.segment_seconds)
         self.val_set = AudioCropDataset(h.val_manifests, h.sample_rate, h.val_segment_seconds, random_crop=False)
-        if h.phoneme_manifests:
-            from speechlm.codec.semantic import PhonemeUtterances
 
-            if not h.tokenizer:
-                raise SpeechLMError("data.phoneme_manifests needs data.tokenizer (the tokenizer.json that encodes them)")
-            self.phoneme_set = PhonemeUtterances(h.phoneme_manifests, h.tokenizer, h.sample_rate,
-                                                 h.sample_rate / h.samples_per_frame, h.phoneme_max_seconds)
-
-    def phoneme_vocab(self) -> int:
-        return self.phoneme_set.tokenizer.vocab_size
-
-    def train_dataloader(self):
+    def train_dataloader(self) -> DataLoader:
         h = self.hparams
-        crops = DataLoader(self.train_set, batch_size=h.batch_size, shuffle=True, drop_last=True,
-                           num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
-        if self.phoneme_set is None:
-            return crops
-        from functools import partial
-
-        from speechlm.codec.semantic import collate_utterances
-
-        utterances = DataLoader(self.phoneme_set, batch_size=h.phoneme_batch_size, shuffle=True, drop_last=True,
-                                collate_fn=partial(collate_utterances, samples_per_frame=h.samples_per_frame),
-                                num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
-        return {"audio": crops, "phonemes": utterances}  # Lightning cycles the shorter one (max_size_cycle)
+        return DataLoader(self.train_set, batch_size=h.batch_size, shuffle=True, drop_last=True,
+                          num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         h = self.hparams

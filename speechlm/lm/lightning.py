@@ -38,7 +38,12 @@ from speechlm.codec.tokens import read_token_info
 from speechlm.data.sampler import BucketingConfig, DurationBucketSampler
 from speechlm.errors import SpeechLMError
 from speechlm.io import write_json
-from speechlm.lm.align import GuidedAttention, alignment_spans, attn_probs_request, guided_attention_loss
+from speechlm.lm.align import (
+    GuidedAttention,
+    alignment_spans,
+    attn_probs_request,
+    guided_attention_loss,
+)
 from speechlm.lm.checkpoint import checkpoint_before, rng_state, set_rng_state
 from speechlm.lm.data import TASKS, LMDataset, collate, load_chat, load_utterances
 from speechlm.lm.export import CONFIG, export_lm, lm_meta, load_lm

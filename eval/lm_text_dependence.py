@@ -13,6 +13,9 @@ A model that reads its text scores ``own text`` well below the other two; if the
 the audio it generates is conditioned on the voice prompt and its own past, not on the words, and
 no amount of sampling tuning makes it intelligible.
 
+The other direction: the LM's own ``asr`` task on the same utterances' audio tokens (greedy), scored by
+symbol error rate against their phonemes (a model that reads its audio gets well below 100 %).
+
 With the own text it also measures every attention head's alignment: the guided-attention loss
 (``speechlm/lm/align.py``: ``-log`` of the head's attention mass near the even-pace diagonal over the
 target text, 0 = all of it there) per layer and head, and plots the best-aligned head's attention for
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from speechlm.data.tokenize_stage import token_dir
     from speechlm.inference import Pipeline
     from speechlm.lm.align import alignment_spans, guided_attention_loss
+    from speechlm.synthesis.voice import generate_text
     from speechlm.lm.data import SequenceBuilder, load_utterances
 
     if args.threads:
@@ -94,12 +98,21 @@ def main(argv: list[str] | None = None) -> int:
                 sums[cond][i] += float(ce[m[i]].sum())
                 if cond == "own text":
                     counts[i] += int(m[i].sum())
+    import jiwer
+
+    refs, hyps = [], []
+    for utt in tqdm(items, desc="asr", unit="utt"):
+        prompt = builder.asr_prompt(utt.codes, utt.language)
+        ids = generate_text(lm, pipe.layout, prompt, max_tokens=2 * len(utt.text) + 8)
+        refs.append(" ".join(pipe.tokenizer.decode(utt.text).replace(" ", "_")))
+        hyps.append(" ".join(pipe.tokenizer.decode(ids).replace(" ", "_")) or "-")
     result = {"command": "python eval/lm_text_dependence.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "model": args.model, "pipeline": repr(pipe), "utterances": len(items),
               "ce_per_codebook": {c: (sums[c] / counts).tolist() for c in CONDITIONS},
               "ce_mean": {c: float(sums[c].sum() / counts.sum()) for c in CONDITIONS},
               "guided_attention": (pipe.lm_meta or {}).get("guided_attention"),
-              "head_alignment_loss": (head_loss / len(items)).tolist()}
+              "head_alignment_loss": (head_loss / len(items)).tolist(),
+              "asr_symbol_error_rate": float(jiwer.wer(refs, hyps)), "asr_example": {"ref": refs[0], "hyp": hyps[0]}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "text_dependence.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
@@ -115,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     own, other = result["ce_per_codebook"]["own text"][0], result["ce_per_codebook"]["other text"][0]
     lines += ["", (f"Codebook 0 (the coarsest, which carries most of what is said): own text {own:.3f} vs "
               f"other text {other:.3f} nats, a gap of {other - own:.3f}."), ""]
+    lines += ["## The other direction: the LM's asr task", "",
+              (f"Symbol error rate of the LM's greedy `asr` transcripts of the same {len(items)} utterances' tokens "
+               f"against their phonemes: **{100 * result['asr_symbol_error_rate']:.1f} %**. First utterance:"), "",
+              f"    reference: {refs[0]}", f"    LM asr:    {hyps[0]}", ""]
     align = head_loss / len(items)
     best = divmod(int(align.argmin()), n_heads)
     guided = result["guided_attention"]

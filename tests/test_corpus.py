@@ -16,7 +16,7 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 
-from speechlm.corpus.build import CorpusConfig, build_corpus, plan_utterances, split_phonemes
+from speechlm.corpus.build import CorpusConfig, build_corpus, corpus_sentences, plan_utterances, split_phonemes
 from speechlm.corpus.sentences import generate_sentences, normalize_key, split_sentences, word_count
 from speechlm.corpus.voices import VOICES, Voice, check_voices
 from speechlm.errors import SpeechLMError
@@ -47,6 +47,16 @@ def test_default_sentences_are_many_varied_and_test_is_held_out():
     assert len(by_split["test"]) >= 100 and len(by_split["dev"]) >= 100
     assert len(by_split["train"]) >= 0.85 * len(texts)
     assert not by_split["test"] & by_split["train"] and not by_split["dev"] & by_split["train"]
+
+
+def test_extra_train_sentences_keep_dev_and_test():
+    base = corpus_sentences(CorpusConfig.default())
+    assert [(s.id, s.split, s.text) for s in base] == [(s.id, s.split, s.text) for s in _sentences(CorpusConfig.default())]
+    more = corpus_sentences(CorpusConfig(extra_train_sentences=3000))
+    assert more[: len(base)] == base and len(more) == len(base) + 3000  # the held-out sentences as they were
+    assert {s.split for s in more[len(base):]} == {"train"}
+    held = {normalize_key(s.text) for s in base if s.split != "train"}
+    assert not held & {normalize_key(s.text) for s in more[len(base):]}  # and never spoken in training
 
 
 def test_default_plan_rotates_train_voices_and_gives_heldout_to_all():
@@ -152,6 +162,17 @@ def test_rerun_of_finished_build_does_nothing(tiny: Path, capsys):
     assert report.already_complete and report.synthesized == 0 and report.skipped == report.total_utterances
     assert "nothing to do" in capsys.readouterr().out
     assert _mtimes(tiny) == before
+    # a corpus recorded before a setting existed counts as built with its default
+    cfg_file = tiny / "build_config.json"
+    old = json.loads(cfg_file.read_text())
+    cfg_file.write_text(json.dumps({k: v for k, v in old.items() if k != "extra_train_sentences"}))
+    try:
+        assert build_corpus(CorpusConfig.tiny(), tiny, workers=2, progress=False).already_complete
+        with pytest.raises(SpeechLMError, match="extra_train_sentences"):
+            build_corpus(CorpusConfig(**{**CorpusConfig.tiny().__dict__, "extra_train_sentences": 4}), tiny,
+                         workers=1, progress=False)
+    finally:
+        cfg_file.write_text(json.dumps(old))
 
 
 def test_partial_build_resumes_only_missing_files(tiny: Path, tmp_path: Path):

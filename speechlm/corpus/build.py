@@ -47,6 +47,9 @@ class CorpusConfig:
     seed: int = 0
     dev_fraction: float = 0.05
     test_fraction: float = 0.05
+    # More sentences for training only: the grammar's next ones after the first n_sentences, so the dev
+    # and test sentences (drawn from the first n_sentences) stay exactly those of the smaller corpus.
+    extra_train_sentences: int = 0
     voices: list[str] = field(default_factory=lambda: list(DEFAULT_VOICES))
     # Each train sentence is said by this many voices in rotation (equal shares per voice); dev and
     # test sentences are said by every voice so evaluation can compare against each engine.
@@ -185,7 +188,9 @@ def _check_config(out: Path, config: CorpusConfig) -> None:
     wanted = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in _RUN_ONLY_FIELDS}
     path = out / "build_config.json"
     if path.exists():
-        found = json.loads(path.read_text(encoding="utf-8"))
+        # a setting added after that corpus was built has its default there
+        found = {**{f.name: getattr(CorpusConfig(), f.name) for f in fields(CorpusConfig)},
+                 **json.loads(path.read_text(encoding="utf-8"))}
         changed = sorted(k for k in wanted if found.get(k) != wanted[k])
         if changed:
             raise SpeechLMError(
@@ -194,6 +199,14 @@ def _check_config(out: Path, config: CorpusConfig) -> None:
             )
     else:
         write_json(path, wanted)
+
+
+def corpus_sentences(config: CorpusConfig) -> list[Sentence]:
+    """The corpus's sentences with their splits; ``extra_train_sentences`` leave dev and test as they were."""
+    texts = generate_sentences(config.n_sentences + config.extra_train_sentences, config.seed)
+    held = split_sentences(texts[: config.n_sentences], config.dev_fraction, config.test_fraction, config.seed)
+    extra = [Sentence(f"s{i:05d}", "train", t) for i, t in enumerate(texts[config.n_sentences:], config.n_sentences)]
+    return held + extra
 
 
 def _validate(config: CorpusConfig) -> None:
@@ -381,8 +394,7 @@ def build_corpus(config: CorpusConfig, out_dir: str | os.PathLike, workers: int 
     wav_dir = out / "wavs"
     wav_dir.mkdir(parents=True, exist_ok=True)
     _check_config(out, config)
-    sentences = split_sentences(generate_sentences(config.n_sentences, config.seed),
-                                config.dev_fraction, config.test_fraction, config.seed)
+    sentences = corpus_sentences(config)
     utts = plan_utterances(sentences, config.voices, config.voices_per_sentence)
     # Temp files of an interrupted run are never renamed into place; clear them out.
     for stale in wav_dir.glob(".*.tmp*"):

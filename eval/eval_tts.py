@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=None, help="sampling overrides (default: the pipeline's)")
     ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--top-p", type=float, default=None)
+    ap.add_argument("--align-end-seconds", type=float, default=None,
+                    help="alignment guard of a guided-attention LM (default: the pipeline's; 0 turns it off)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-quantize", action="store_true", help="fp32 LM on CPU (default: the pipeline's choice)")
     args = ap.parse_args(argv)
@@ -99,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     if not test.exists():
         raise SystemExit(f"{test}: not found (run `make run` to build the embedded corpus and its splits)")
     pipe = Pipeline.from_pretrained(args.model, quantize=None if args.no_quantize else "auto")
+    if args.align_end_seconds is not None:
+        import dataclasses
+
+        pipe.defaults = dataclasses.replace(pipe.defaults, align_end_seconds=args.align_end_seconds)
     voices = args.voices.split(",") if args.voices else sorted(pipe.voices)
     missing = [v for v in voices if v not in pipe.voices]
     if missing:
@@ -189,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python eval/eval_tts.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or ''}".strip(", "),
         "model": str(args.model), "pipeline": repr(pipe), "split": args.split, "items": len(picked),
+        "alignment_guard": repr(pipe.alignment_guard()),
         "sampling": {**{k: getattr(pipe.defaults, k) for k in ("temperature", "top_k", "top_p")},
                      **{k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k),
                                           ("top_p", args.top_p)) if v is not None}},
@@ -223,6 +230,7 @@ def render(r: dict) -> str:
         f"# Text-to-speech on the embedded corpus's {r['split']} sentences", "",
         f"Command: `{r['command']}`  ", f"Model: {r['pipeline']}  ", f"Machine: {r['machine']}", "",
         f"Sampling: {', '.join(f'{k} {v}' for k, v in r['sampling'].items())}.  ",
+        f"Alignment guard: {r.get('alignment_guard', 'None')}.  ",
         f"{r['items']} (sentence, voice) pairs; {len(r['failed'])} failed to synthesize. Synthesis took "
         f"{r['synthesis']['wall_s']:.0f} s for {r['synthesis']['audio_s']:.0f} s of audio "
         f"(RTF {f(r['synthesis']['rtf'])}).", "",

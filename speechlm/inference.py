@@ -335,7 +335,7 @@ class Pipeline:
             raise TextError(f"text {text!r:.100} has nothing speakable")
         return plans
 
-    def _alignment(self) -> AlignmentGuard | None:
+    def alignment_guard(self) -> AlignmentGuard | None:
         """The ``<eos>`` guard of an LM trained with guided attention: its last guided layer's first head."""
         guided, d = (self.lm_meta or {}).get("guided_attention"), self.defaults
         if not guided or not guided.get("layers") or d.align_end_seconds <= 0:
@@ -416,7 +416,7 @@ class Pipeline:
         seed = requests[first.request].seed
         cfg = GenerationConfig(min(p.min_frames for p in batch), max(p.max_frames for p in batch),
                                self._sampling(requests[first.request].options),
-                               None if seed is None else seed + first.index, self._alignment())
+                               None if seed is None else seed + first.index, self.alignment_guard())
         try:
             codes = generate(self._lm_run, self.layout, [p.prompt for p in batch], cfg)
         except (RuntimeError, ValueError) as e:
@@ -481,7 +481,7 @@ class Pipeline:
                 yield gap
             prev = p
             cfg = GenerationConfig(p.min_frames, p.max_frames, self._sampling(options),
-                                   None if seed is None else seed + p.index, self._alignment())
+                                   None if seed is None else seed + p.index, self.alignment_guard())
             decoder, fader, pending, emitted = StreamingDecoder(self.codec, lookahead), Fader(n_fade), [], False
             for ready in stream_frames(self._lm_run, self.layout, [p.prompt], cfg):
                 if ready[0] is not None:

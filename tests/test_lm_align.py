@@ -96,9 +96,9 @@ def test_lm_trains_with_guided_attention(tokenized, tmp_path):  # noqa: F811
     meta = read_meta(tmp_path / "run" / "export")
     assert meta["guided_attention"]["layers"] == [1]
     pipe = build_tiny_pipeline()
-    assert pipe._alignment() is None  # an LM without guided heads: no guard
+    assert pipe.alignment_guard() is None  # an LM without guided heads: no guard
     pipe.lm_meta = {"guided_attention": {"layers": [0, 1], "heads": 1}}
-    guard = pipe._alignment()
+    guard = pipe.alignment_guard()
     assert (guard.layer, guard.head, guard.max_end_frames) == (1, 0, round(0.5 * pipe.codec.frame_rate))
     assert pipe.synthesize("Hello there.", "alice", max_frames=3).audio.size > 0
 

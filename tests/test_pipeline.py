@@ -102,6 +102,19 @@ def test_roundtrip_gives_the_same_outputs(pipe, saved):
         assert torch.equal(a.tokens, b.tokens) and np.allclose(a.audio, b.audio, atol=1e-6)
 
 
+def test_saving_keeps_the_lms_lineage_and_guided_heads(pipe, tmp_path):
+    extra = {"init_from": {"path": "runs/x/export", "weights_sha256": "ab", "step": 7}, "total_steps": 9,
+             "guided_attention": {"layers": [1], "heads": 1}}
+    pipe.lm_meta = {**(pipe.lm_meta or {}), **extra}
+    try:
+        pipe.save_pretrained(tmp_path / "p")
+    finally:
+        pipe.lm_meta = {k: v for k, v in pipe.lm_meta.items() if k not in extra}
+    loaded = Pipeline.from_pretrained(tmp_path / "p")
+    assert all(loaded.lm_meta[k] == v for k, v in extra.items())
+    assert loaded.alignment_guard().layer == 1  # so generation still follows the guided head
+
+
 def test_save_over_an_existing_folder_replaces_it(pipe, tmp_path):
     out = tmp_path / "p"
     pipe.save_pretrained(out)

@@ -89,11 +89,13 @@ class Voice:
 # ------------------------------------------------------------------------------------------ LM
 
 def save_lm(model: SpeechLM, layout: TokenLayout, codec: CodecInfo, out_dir: Path, meta: dict | None = None) -> None:
-    """The LM in ``speechlm.lm.export``'s format; ``meta`` (from loading) keeps its preset name and step."""
+    """The LM in ``speechlm.lm.export``'s format; ``meta`` (from loading) keeps its preset name, step,
+    lineage (``init_from``, ``total_steps``) and guided heads (``guided_attention``: generation follows them)."""
     meta = meta or {}
     size = meta.get("size") or next((name for name, dims in SIZES.items() if dims == (
         model.cfg.dim, model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_kv_heads)), "custom")
-    export_lm(out_dir, model, lm_meta(size, model, layout, codec, meta.get("step", 0)))
+    kept = {k: meta[k] for k in ("init_from", "total_steps", "guided_attention") if k in meta}
+    export_lm(out_dir, model, {**lm_meta(size, model, layout, codec, meta.get("step", 0)), **kept})
 
 
 def load_lm_checked(path: Path, codec: CodecInfo) -> tuple[SpeechLM, TokenLayout, dict]:

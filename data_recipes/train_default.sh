@@ -11,7 +11,8 @@
 #      VOCODER="" for the adversarial stage (base.yaml alone; for a GPU)
 #   5. continued pretraining of that LM on both cores, from its export with a fresh warmup + cosine
 #      schedule, on the 4-voice corpus (same sentences, twice the train audio; its WAVs start as hard
-#      links to the default corpus's) (configs/lm/continue.yaml: 8,000 steps, bf16-mixed); LM_MORE=0 skips it
+#      links to the default corpus's) (configs/lm/continue.yaml: 8,000 steps, bf16-mixed), then from that
+#      export with guided attention on two heads (configs/lm/guided.yaml: 5,000 steps); LM_MORE=0 skips both
 #   6. voice presets (one train utterance per voice) and the pipeline folder, with the sampling
 #      defaults chosen on the dev split (eval/eval_tts.py --split dev): temperature 0.7, fp32 LM
 #      (int8 gave more outputs outside 0.5-2x the reference duration)
@@ -60,7 +61,10 @@ if [ "${LM_MORE:-1}" != 0 ]; then
   $SPEECHLM data tokenize --dir exp/data/synth_4voices --codec runs/codec/export
   $SPEECHLM train lm -c configs/lm/base.yaml -c configs/lm/continue.yaml --model.init_from runs/lm/export ${EXTRA_LM:-} \
     > logs/train_lm_more.log 2>&1 || { echo "LM training failed: logs/train_lm_more.log" >&2; exit 1; }
-  lm_out=runs/lm_more/export
+  $SPEECHLM train lm -c configs/lm/base.yaml -c configs/lm/continue.yaml -c configs/lm/guided.yaml \
+    --model.init_from runs/lm_more/export ${EXTRA_LM:-} \
+    > logs/train_lm_guided.log 2>&1 || { echo "LM training failed: logs/train_lm_guided.log" >&2; exit 1; }
+  lm_out=runs/lm_guided/export
 fi
 
 echo "== pipeline -> $out"

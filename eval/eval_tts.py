@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-p", type=float, default=None)
     ap.add_argument("--align-end-seconds", type=float, default=None,
                     help="alignment guard of a guided-attention LM (default: the pipeline's; 0 turns it off)")
+    ap.add_argument("--durations-only", action="store_true",
+                    help="synthesize and check durations only (robustness over a whole split, quickly): durations.{json,md}")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-quantize", action="store_true", help="fp32 LM on CPU (default: the pipeline's choice)")
     args = ap.parse_args(argv)
@@ -132,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             audio_seconds += res.duration
             results[req.id] = {"path": str(path), "duration": res.duration}
     synth_seconds = time.perf_counter() - t0
+
+    if args.durations_only:
+        return _durations_report(args, argv, pipe, picked, by_sentence, results, out)
 
     # ---- the codec's ceiling: each reference recording through the pipeline's codec
     from speechlm.data.audio import load_audio
@@ -214,6 +219,28 @@ def main(argv: list[str] | None = None) -> int:
     (out / "tts_eval.json").write_text(json.dumps(result, indent=2, default=float), encoding="utf-8")
     (out / "tts_eval.md").write_text(render(result), encoding="utf-8")
     print(render(result))
+    return 0
+
+
+def _durations_report(args, argv, pipe, picked, by_sentence, results, out: Path) -> int:
+    """Output / reference duration for every pair, the robustness check of the LM issue, nothing else."""
+    rows = [(f"{v}_{s}", results[f"{v}_{s}"].get("duration", math.nan) / by_sentence[s][v].duration) for s, v in picked]
+    ratios = [r for _, r in rows if math.isfinite(r)]
+    outside = sorted((k, round(r, 3)) for k, r in rows if not 0.5 <= r <= 2.0)
+    result = {"command": "python eval/eval_tts.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "model": str(args.model), "split": args.split, "items": len(rows), "failed": len(rows) - len(ratios),
+              "alignment_guard": repr(pipe.alignment_guard()), "outside_0.5_2": outside,
+              "median": float(np.median(ratios)) if ratios else math.nan,
+              "min": min(ratios, default=math.nan), "max": max(ratios, default=math.nan)}
+    (out / "durations.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    text = "\n".join([
+        f"# Output / reference duration over the {args.split} split", "", f"Command: `{result['command']}`  ",
+        f"Alignment guard: {result['alignment_guard']}", "",
+        f"{len(rows)} (sentence, voice) pairs, {result['failed']} failed; ratio median {result['median']:.2f}, "
+        f"min {result['min']:.2f}, max {result['max']:.2f}; **{len(outside)} outside 0.5-2x**"
+        + (": " + ", ".join(f"{k} ({r})" for k, r in outside) if outside else "."), ""])
+    (out / "durations.md").write_text(text, encoding="utf-8")
+    print(text)
     return 0
 
 

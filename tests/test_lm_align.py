@@ -112,18 +112,19 @@ def _bias():
 def test_alignment_guard_holds_eos_until_the_text_is_read_then_forces_it():
     from speechlm.lm.generate import AlignmentGuard, _alignment_bias
 
-    guard, bias = AlignmentGuard(layer=0, end_tokens=2, max_end_frames=3), _bias()
+    guard, bias = AlignmentGuard(layer=0, end_tokens=2, max_end_frames=3, max_step=2), _bias()
     reading, at_end, trace = [-1], [0], [[]]
     text_start, text_end, keys = 5, 15, 30  # 10 text tokens at [5, 15)
     allowed = []
-    for pos in [0, 3, 1, 7, 8, 2, 9, 9, 9, 9]:  # the head's argmax over the text, one step each
+    for pos in [0, 2, 1, 9, 5, 6, 2, 9, 9, 9, 9]:  # the head's argmax over the text, one step each
         probs = torch.zeros(1, keys)
         probs[0, text_start + pos] = 1.0
         row = _alignment_bias(probs, [text_start], text_end, reading, at_end, guard, bias, trace)[0]
         allowed.append("eos" if torch.equal(row, bias["eos"]) else "either" if row[EOS_ID] == 0 else "audio")
-    assert trace[0] == [0, 3, 3, 7, 8, 8, 9, 9, 9, 9]  # never moves back
+    # never moves back, and the glance at the end (9 after 2) advances it by 2 only
+    assert trace[0] == [0, 2, 2, 4, 5, 6, 6, 8, 9, 9, 9]
     # near the end from position 8 (10 - 2): <eos> allowed for 3 frames, then forced
-    assert allowed == ["audio"] * 4 + ["either"] * 3 + ["eos"] * 3
+    assert allowed == ["audio"] * 7 + ["either"] * 3 + ["eos"]
 
 
 def test_generation_with_the_guard_ends_when_the_head_has_stayed_at_the_end():

@@ -1,7 +1,7 @@
 """Guided attention: a diagonal prior that teaches chosen attention heads to read text in step with audio.
 
 A decoder-only TTS model has to find out by itself which phoneme each audio frame is saying. Small models
-trained briefly do not (``eval/lm_text_dependence.py``: the bundled 11,700-step LM lost only 0.03 nats per
+trained briefly do not (``eval/lm_text_dependence.py``: the 11,700-step LM bundled before lost only 0.03 nats per
 frame when given another sentence's text), and then speak babble in the right voice. Tacotron-era models
 had the same trouble with their encoder-decoder attention; DC-TTS (Tachibana et al., 2017) cured it with
 a guided-attention loss that penalizes attention far from the diagonal, since speech reads text roughly

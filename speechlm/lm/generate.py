@@ -36,12 +36,16 @@ from speechlm.text.tokenizer import EOS_ID, PAD_ID
 
 @dataclass
 class AlignmentGuard:
-    """``<eos>`` from the guided head's reading position (the text token it attends to most, never moving back)."""
+    """``<eos>`` from the guided head's reading position (the text token it attends to most, never moving back,
+    never jumping ahead by more than ``max_step``)."""
 
     layer: int  # the guided head (lm.json's ``guided_attention``)
     head: int = 0
     end_tokens: int = 3  # <eos> only once the position is within this many tokens of the text's end ...
     max_end_frames: int = 12  # ... and forced after this many frames there (12 = 0.48 s at 25 Hz)
+    # the position advances at most this many tokens a frame: speech reads ~0.5 a frame at 25 Hz, so a
+    # larger jump is the head glancing ahead, and must not let <eos> in early
+    max_step: int = 2
 
 
 @dataclass
@@ -180,7 +184,8 @@ def _alignment_bias(probs: torch.Tensor, text_start: list[int], text_end: int, r
     for i in range(probs.shape[0]):
         n = text_end - text_start[i]
         if n > 0:
-            reading[i] = max(reading[i], int(probs[i, text_start[i]: text_end].argmax()))
+            looked = int(probs[i, text_start[i]: text_end].argmax())
+            reading[i] = max(reading[i], min(looked, reading[i] + guard.max_step))
         near_end = n <= 0 or reading[i] >= n - guard.end_tokens
         at_end[i] += int(near_end)
         if trace is not None:

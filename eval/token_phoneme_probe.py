@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch import nn
     from tqdm import tqdm
 
+    from speechlm.codec.tokens import read_token_info
     from speechlm.lm.data import load_utterances
     from speechlm.text.tokenizer import (
         PAD_ID as BLANK,  # CTC's blank: <pad> is never a phoneme
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     train, dev = load("train"), load("dev")
     dev = random.Random(args.seed).sample(dev, min(args.n_dev, len(dev)))
-    k_all, size = train[0][0].shape[0], int(max(int(c.max()) for c, _ in train[:200])) + 1
+    info = read_token_info(next(tokens.glob("train-*.safetensors")))
+    k_all, size = info.n_codebooks, info.codebook_size
 
     class Probe(nn.Module):
         def __init__(self, k: int):

@@ -78,6 +78,9 @@ def test_bad_layer_is_a_clear_error():
     with pytest.raises(SpeechLMError, match="layers 0..1"):
         LMModule(size="tiny", text_vocab=90, n_codebooks=3, codebook_size=16,
                  guided_attention={"layers": [5], "heads": 1})
+    with pytest.raises(SpeechLMError, match="guide 1..4"):  # no heads at all would guide nothing
+        LMModule(size="tiny", text_vocab=90, n_codebooks=3, codebook_size=16,
+                 guided_attention={"layers": [1], "heads": 0})
 
 
 def test_lm_trains_with_guided_attention(tokenized, tmp_path):  # noqa: F811

@@ -12,8 +12,9 @@ the target audio frames over the keys of the target text, for ``asr`` the transc
 audio frames. With ``G[t, n] = exp(-(n/N - t/T)^2 / (2 width^2))`` the loss for a query ``t`` is
 ``-log sum_n A[t, n] G[t, n]``: the head must put its (whole, full-softmax) attention on the text, near
 where an even pace says frame ``t`` is. ``width`` (0.2 in DC-TTS, in units of the whole span) leaves
-room for the uneven pace of real speech. Only training changes: the heads stay ordinary heads, so
-inference, export and the KV cache are untouched.
+room for the uneven pace of real speech. The heads stay ordinary heads (same weights, same KV cache);
+the export records which ones were guided (``lm.json``'s ``guided_attention``) so that generation can
+follow one of them to decide when the text has been read (``generate.AlignmentGuard``).
 """
 
 from __future__ import annotations

@@ -75,9 +75,9 @@ class LMModule(L.LightningModule):
         self.model = apply_lora(model, lora) if lora is not None else model
         self._guided = attn_probs_request(guided_attention or {})
         bad = [layer for layer in self._guided if not 0 <= layer < model.cfg.n_layers]
-        if bad or any(h > model.cfg.n_heads for h in self._guided.values()):
+        if bad or any(not 1 <= h <= model.cfg.n_heads for h in self._guided.values()):
             raise SpeechLMError(f"model.guided_attention {guided_attention}: a {size} LM has layers 0.."
-                                f"{model.cfg.n_layers - 1} with {model.cfg.n_heads} heads each")
+                                f"{model.cfg.n_layers - 1} with {model.cfg.n_heads} heads each (guide 1..{model.cfg.n_heads} of them)")
         self._avg_loss: float | None = None  # running average of accepted losses (the spike reference)
         self._skipped = 0  # skipped steps in the whole run
         self._bad_run = 0  # skipped steps in a row

@@ -1,4 +1,11 @@
-"""Random fixed-length audio crops from manifests, for codec and vocoder training."""
+"""Random fixed-length audio crops from manifests, for codec and vocoder training.
+
+By default every utterance is one item, drawn once an epoch. That under-samples corpora of long
+utterances: the LibriSpeech sample is 251 utterances of ~12.5 s, so beside 4,320 synthetic and 2,563
+FSDD utterances it gave 3.5 % of the crops while holding 0.9 h of the only real read speech.
+``train_weights`` fixes the share of crops each manifest gives, and within a manifest draws
+utterances in proportion to their duration, so every second of its audio is equally likely.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import lightning as L
 import numpy as np
 import soundfile as sf
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from speechlm.data.manifest import iter_manifest
 from speechlm.errors import SpeechLMError
@@ -22,11 +29,16 @@ class AudioCropDataset(Dataset):
     def __init__(self, manifests: list[str], sample_rate: int = 24000, segment_seconds: float = 1.0,
                  gain_db: tuple[float, float] = (-6.0, 3.0), random_crop: bool = True):
         self.items = []
+        self.manifest_of: list[tuple[int, int]] = []  # item range [lo, hi) of each manifest
         for m in manifests:
+            lo = len(self.items)
             for cut in iter_manifest(m):
                 rec = cut.recording
                 self.items.append((rec.sources[0].source, rec.sampling_rate, int(cut.start * rec.sampling_rate),
                                    int(cut.duration * rec.sampling_rate)))
+            if len(self.items) == lo:
+                raise SpeechLMError(f"no utterances in {m}")
+            self.manifest_of.append((lo, len(self.items)))
         if not self.items:
             raise SpeechLMError(f"no utterances in {manifests}")
         self.sample_rate, self.segment = sample_rate, int(segment_seconds * sample_rate)
@@ -34,6 +46,22 @@ class AudioCropDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def sampling_weights(self, manifest_weights: list[float]) -> torch.Tensor:
+        """Per-item draw weights: manifest ``m`` gets ``manifest_weights[m]`` of the draws (normalized),
+        and within it each utterance is drawn in proportion to its duration."""
+        if len(manifest_weights) != len(self.manifest_of):
+            raise SpeechLMError(f"train_weights has {len(manifest_weights)} entries for "
+                                f"{len(self.manifest_of)} train_manifests; give one weight per manifest")
+        if any(w < 0 for w in manifest_weights) or sum(manifest_weights) <= 0:
+            raise SpeechLMError(f"train_weights must be non-negative with a positive sum, got {manifest_weights}")
+        total = sum(manifest_weights)
+        weights = torch.zeros(len(self.items), dtype=torch.float64)
+        for w, (lo, hi) in zip(manifest_weights, self.manifest_of):
+            lengths = torch.tensor([max(1, self.items[i][3]) / self.items[i][1] for i in range(lo, hi)],
+                                   dtype=torch.float64)
+            weights[lo:hi] = w / total * lengths / lengths.sum()
+        return weights
 
     def __getitem__(self, i: int) -> torch.Tensor:
         path, sr, offset, length = self.items[i]
@@ -52,11 +80,16 @@ class AudioCropDataset(Dataset):
 
 
 class AudioDataModule(L.LightningDataModule):
-    """Train and validation crops from lhotse manifests (``speechlm data prepare`` output)."""
+    """Train and validation crops from lhotse manifests (``speechlm data prepare`` output).
+
+    ``train_weights`` (one per train manifest, e.g. ``[0.4, 0.45, 0.15]``): the share of training crops
+    drawn from each, utterances drawn by duration, with replacement, ``len(train_set)`` crops an epoch.
+    ``None`` (default): each utterance once an epoch, shuffled.
+    """
 
     def __init__(self, train_manifests: list[str], val_manifests: list[str], sample_rate: int = 24000,
                  segment_seconds: float = 1.0, batch_size: int = 8, num_workers: int = 1,
-                 val_segment_seconds: float = 2.0):
+                 val_segment_seconds: float = 2.0, train_weights: list[float] | None = None):
         super().__init__()
         self.save_hyperparameters()
 
@@ -67,8 +100,12 @@ class AudioDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
-        return DataLoader(self.train_set, batch_size=h.batch_size, shuffle=True, drop_last=True,
-                          num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
+        sampler = None
+        if h.train_weights is not None:  # Lightning wraps it in a DistributedSamplerWrapper under DDP
+            weights = self.train_set.sampling_weights(list(h.train_weights))
+            sampler = WeightedRandomSampler(weights, num_samples=len(self.train_set), replacement=True)
+        return DataLoader(self.train_set, batch_size=h.batch_size, shuffle=sampler is None, sampler=sampler,
+                          drop_last=True, num_workers=h.num_workers, persistent_workers=h.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         h = self.hparams

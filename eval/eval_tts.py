@@ -168,20 +168,29 @@ def main(argv: list[str] | None = None) -> int:
     enc = get_speaker_encoder()
 
     @functools.lru_cache(maxsize=None)  # each recording is compared with many outputs
-    def emb(path: str) -> np.ndarray:
-        return enc.embed(*load_audio(path, 16000))
-    sim_other, sim_ceiling = [], []
+    def emb(path: str) -> np.ndarray | None:
+        try:
+            return enc.embed(*load_audio(path, 16000))
+        except ValueError:  # no speech in it (the VAD found none): no voice to compare, as in speechlm eval
+            return None
+    sim_other, sim_ceiling, no_speech = [], [], []
     for s, v in tqdm(picked, desc="speaker similarity", unit="utt"):
         key = f"{v}_{s}"
         if "path" not in results[key]:
             continue
         mine = emb(results[key]["path"])
+        if mine is None:
+            no_speech.append(key)
+            continue
         others = [c for w, c in by_sentence[s].items() if w != v]
-        sim_other.append(float(np.mean([cosine(mine, emb(c.recording.sources[0].source)) for c in others])))
+        theirs = [e for e in (emb(c.recording.sources[0].source) for c in others) if e is not None]
+        if theirs:
+            sim_other.append(float(np.mean([cosine(mine, e) for e in theirs])))
         other_sentence = next((t for t in sorted(by_sentence) if t != s and v in by_sentence[t]), None)
         if other_sentence:
-            sim_ceiling.append(cosine(emb(by_sentence[s][v].recording.sources[0].source),
-                                      emb(by_sentence[other_sentence][v].recording.sources[0].source)))
+            a, b = (emb(by_sentence[t][v].recording.sources[0].source) for t in (s, other_sentence))
+            if a is not None and b is not None:
+                sim_ceiling.append(cosine(a, b))
 
     rows = {(r.system, r.id): r for r in report.rows}
     per_voice: dict[str, dict] = {}
@@ -211,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "sim_other_voices": float(np.mean(sim_other)) if sim_other else math.nan,
         "sim_same_voice_ceiling": float(np.mean(sim_ceiling)) if sim_ceiling else math.nan,
+        "sim_no_speech": sorted(no_speech),  # outputs the speaker encoder found no speech in (no SIM)
         "duration": {"n": len(ratios), "outside_0.5_2": int(sum(1 for r in ratios if not 0.5 <= r <= 2.0)),
                      "min": min(ratios, default=math.nan), "max": max(ratios, default=math.nan),
                      "median": float(np.median(ratios)) if ratios else math.nan},
@@ -272,6 +282,8 @@ def render(r: dict) -> str:
         f"WER ratio ours / engine: {f(wer_ours / wer_engine if wer_engine else math.nan, 2)} (bar: at most 1.5); "
         f"codec resynthesis / engine: {f(wer_codec / wer_engine if wer_engine else math.nan, 2)} (the ceiling "
         "of an LM speaking through this codec).", "",
+        *([f"No speech found in {len(r['sim_no_speech'])} output(s), left out of SIM to other voices: "
+           + ", ".join(r["sim_no_speech"]), ""] if r.get("sim_no_speech") else []),
         "## Per voice", "", "| voice | n | WER % ours | WER % engine | WER % codec resynthesis | SIM to target |",
         "|---|---|---|---|---|---|",
     ]

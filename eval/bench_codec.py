@@ -63,10 +63,14 @@ def opus_roundtrip(wav: np.ndarray, sr: int, kbps: int, tmp: Path) -> tuple[np.n
     return dec, dsr, bits.stat().st_size
 
 
-def neural_roundtrip(codec, wav: np.ndarray, sr: int) -> tuple[np.ndarray, int, int]:
+def neural_roundtrip(codec, wav: np.ndarray, sr: int, reference: tuple[np.ndarray, int] | None = None
+                     ) -> tuple[np.ndarray, int, int]:
+    """Encode, decode. A voice-conditioned codec decodes with the voice embedding of ``reference``, another
+    utterance of the same speaker (as a TTS voice prompt gives it): no side information from the clip itself."""
     codes = codec.encode(wav, sample_rate=sr)
     n = round(len(wav) * codec.sample_rate / sr)
-    dec = codec.decode(codes, n)[0].numpy()
+    speaker = codec.speaker_embedding(*reference) if reference is not None else None
+    dec = codec.decode(codes, n, speaker=speaker)[0].numpy()
     return dec, codec.sample_rate, math.ceil(codes.shape[-1] / codec.frame_rate * codec.bitrate / 8)
 
 
@@ -82,19 +86,33 @@ def load_clips(data: Path | None, synth: Path | None, per_set: int) -> list[dict
             rows = [line.split("|") for line in meta.read_text(encoding="utf-8").splitlines() if line]
             if folder == "librispeech_test_other":  # spread the picks over the speakers
                 rows = sorted(rows, key=lambda r: (int(r[0].split("-")[2]), r[0]))
-            for uid, spk, text in rows[:per_set]:
-                path = next((data / folder / "wavs" / f"{uid}{e}" for e in (".wav", ".flac")
+            def path_of(uid: str) -> Path:
+                return next((data / folder / "wavs" / f"{uid}{e}" for e in (".wav", ".flac")
                              if (data / folder / "wavs" / f"{uid}{e}").exists()))
-                wav, sr = sf.read(path, dtype="float32")
-                clips.append({"set": folder, "id": uid, "speaker": spk, "text": text, "wav": wav, "sr": sr})
+            for uid, spk, text in rows[:per_set]:
+                wav, sr = sf.read(path_of(uid), dtype="float32")
+                clips.append({"set": folder, "id": uid, "speaker": spk, "text": text, "wav": wav, "sr": sr,
+                              "reference": _reference(path_of, uid, [r[0] for r in rows if r[1] == spk])})
     if synth is not None and (synth / "metadata.csv").exists():
         with open(synth / "metadata.csv", encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f, delimiter="|") if r["split"] == "test"]
         for r in rows[:: max(1, len(rows) // per_set)][:per_set]:
             wav, sr = sf.read(synth / "wavs" / f"{r['id']}.flac", dtype="float32")
+            same = [q["id"] for q in rows if q["speaker"] == r["speaker"]]
             clips.append({"set": "synthetic_test", "id": r["id"], "speaker": r["speaker"], "text": r["text"],
-                          "wav": wav, "sr": sr})
+                          "wav": wav, "sr": sr,
+                          "reference": _reference(lambda u: synth / "wavs" / f"{u}.flac", r["id"], same)})
     return clips
+
+
+def _reference(path_of, uid: str, same_speaker: list[str], seconds: float = 10.0) -> tuple[np.ndarray, int] | None:
+    """The speaker's next utterance after ``uid`` (cyclically; first ``seconds``): the voice reference of a
+    voice-conditioned codec. None when the speaker has no other utterance."""
+    others = sorted(set(same_speaker) - {uid})
+    if not others:
+        return None
+    wav, sr = sf.read(path_of(next((u for u in others if u > uid), others[0])), dtype="float32")
+    return wav[: int(seconds * sr)], sr
 
 
 # ----------------------------------------------------------------------------------------- speed
@@ -114,15 +132,17 @@ def speed_worker(spec: str, threads: int, seconds: float) -> dict:
     params = sum(p.numel() for p in model.parameters())
     rng = np.random.default_rng(0)
     wav = (0.1 * rng.standard_normal(int(seconds * codec.sample_rate))).astype(np.float32)
+    # a voice-conditioned decoder takes an embedding made once per voice (a preset's is stored): made here, untimed
+    speaker = codec.speaker_embedding(wav[: 3 * codec.sample_rate])
     codes = codec.encode(wav)  # warm-up
-    codec.decode(codes)
+    codec.decode(codes, speaker=speaker)
     enc, dec = [], []
     for _ in range(3):
         t = time.perf_counter()
         codes = codec.encode(wav)
         enc.append(time.perf_counter() - t)
         t = time.perf_counter()
-        codec.decode(codes)
+        codec.decode(codes, speaker=speaker)
         dec.append(time.perf_counter() - t)
     return {"threads": threads, "params": params, "encode_xrt": seconds / float(np.median(enc)),
             "decode_xrt": seconds / float(np.median(dec)),
@@ -177,23 +197,27 @@ def main() -> int:
     ours = load_codec(args.codec)
     low = ours.with_codebooks(2)
     systems: dict[str, dict] = {
-        "original": {"run": lambda w, sr, t: (w, sr, None), "nominal_kbps": None},
-        f"speechlm-codec ({ours.bitrate / 1000:.2f} kbps)": {"run": lambda w, sr, t: neural_roundtrip(ours, w, sr),
-                                                            "nominal_kbps": ours.bitrate / 1000,
-                                                            "speed": f"{args.codec}"},
-        f"speechlm-codec ({low.bitrate / 1000:.2f} kbps)": {"run": lambda w, sr, t: neural_roundtrip(low, w, sr),
-                                                           "nominal_kbps": low.bitrate / 1000,
-                                                           "speed": f"{args.codec}#2"},
+        "original": {"run": lambda c, t: (c["wav"], c["sr"], None), "nominal_kbps": None},
+        f"speechlm-codec ({ours.bitrate / 1000:.2f} kbps)": {
+            "run": lambda c, t: neural_roundtrip(ours, c["wav"], c["sr"], c["reference"]),
+            "nominal_kbps": ours.bitrate / 1000, "speed": f"{args.codec}"},
+        f"speechlm-codec ({low.bitrate / 1000:.2f} kbps)": {
+            "run": lambda c, t: neural_roundtrip(low, c["wav"], c["sr"], c["reference"]),
+            "nominal_kbps": low.bitrate / 1000, "speed": f"{args.codec}#2"},
     }
+    if ours.voice_conditioned:  # what the voice reference is worth: the same codec decoding without one
+        systems[f"speechlm-codec ({ours.bitrate / 1000:.2f} kbps), no voice reference"] = {
+            "run": lambda c, t: neural_roundtrip(ours, c["wav"], c["sr"]), "nominal_kbps": ours.bitrate / 1000}
     for mode, kbps in (("3200", 3.2), ("1200", 1.2), ("700C", 0.7)):
-        systems[f"Codec2 {mode}"] = {"run": (lambda m: lambda w, sr, t: codec2_roundtrip(w, sr, m, t))(mode),
+        systems[f"Codec2 {mode}"] = {"run": (lambda m: lambda c, t: codec2_roundtrip(c["wav"], c["sr"], m, t))(mode),
                                      "nominal_kbps": kbps}
     for kbps in (6, 12):
-        systems[f"Opus {kbps} kbps"] = {"run": (lambda k: lambda w, sr, t: opus_roundtrip(w, sr, k, t))(kbps),
+        systems[f"Opus {kbps} kbps"] = {"run": (lambda k: lambda c, t: opus_roundtrip(c["wav"], c["sr"], k, t))(kbps),
                                         "nominal_kbps": float(kbps)}
     if (cache_dir() / "encodec" / CHECKPOINT).exists():
         enc = EncodecCodec.pretrained(1.5, download=False)
-        systems["EnCodec 1.5 kbps"] = {"run": lambda w, sr, t: neural_roundtrip(enc, w, sr), "nominal_kbps": 1.5}
+        systems["EnCodec 1.5 kbps"] = {"run": lambda c, t: neural_roundtrip(enc, c["wav"], c["sr"]),
+                                       "nominal_kbps": 1.5}
     speed_only = {"EnCodec 24 kHz arch. (1.5 kbps, random weights)": "encodec_24khz:random"}
     if args.systems:
         systems = {k: v for k, v in systems.items() if k == "original" or args.systems in k}
@@ -205,7 +229,7 @@ def main() -> int:
         tmp = Path(tmp)
         for name, s in systems.items():
             for c in clips:
-                dec, dsr, nbytes = s["run"](c["wav"], c["sr"], tmp)
+                dec, dsr, nbytes = s["run"](c, tmp)
                 f = fidelity(c["wav"], c["sr"], dec, dsr)
                 row = {"system": name, "set": c["set"], "id": c["id"], "pesq_wb": f.pesq_wb, "stoi": f.stoi,
                        "dnsmos_ovrl": dnsmos(dec, dsr).ovrl,
@@ -238,7 +262,10 @@ def main() -> int:
     report = {"command": "python eval/bench_codec.py " + " ".join(sys.argv[1:]),
               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
               "clips": {s: sum(c["set"] == s for c in clips) for s in sorted({c["set"] for c in clips})},
-              "seconds": time.time() - t0, "systems": table, "rows": rows}
+              "seconds": time.time() - t0, "systems": table, "rows": rows,
+              "voice_reference": ("our decoder is voice-conditioned: it gets the voice embedding of the speaker's next "
+                                  "utterance in the set (never the coded clip), as a TTS voice prompt gives it; the "
+                                  "'no voice reference' row decodes without one") if ours.voice_conditioned else None}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_codec.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     md = markdown(report)
@@ -255,6 +282,7 @@ def _f(x, fmt):
 def markdown(r: dict) -> str:
     lines = [f"# Codec benchmark ({r['machine']['cores']} cores)", "", f"Command: `{r['command']}`", "",
              "Clips: " + ", ".join(f"{k} {v}" for k, v in r["clips"].items()) + "; quality at 16 kHz vs the original.",
+             *([f"Voice reference: {r['voice_reference']}."] if r.get("voice_reference") else []),
              "", "| system | kbps (nominal / measured) | PESQ-WB | STOI | DNSMOS OVRL | SIM | WER % (LJ) | "
                  "encode xRT 1t / 2t | decode xRT 1t / 2t | params | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -100,6 +100,10 @@ def build_parser() -> ArgumentParser:
         leaf.add_argument(b, type=str)
         leaf.add_argument("--codec", type=str, default="default", help=CODEC_HELP)
         leaf.add_argument("--n_codebooks", type=int | None, default=None, help="fewer codebooks = lower bitrate")
+        if name != "encode":
+            leaf.add_argument("--reference", type=str | None, default=None,
+                              help="a clip of the voice, for a voice-conditioned codec's decoder "
+                                   + ("(default: the input itself)" if name == "resynth" else "(default: none)"))
         csub.add_subcommand(name, leaf)
 
     say = _leaf("Speak a text into a WAV file.")
@@ -364,14 +368,24 @@ def _run_codec(cfg) -> int:
             print(f"{args.input}: {codes.shape[-1]} frames x {codes.shape[1]} codebooks at {codec.frame_rate:g} Hz "
                   f"({codec.bitrate:g} bit/s) -> {args.output}")
             return 0
-        wav = codec.decode(codes, n)[0]
+        wav = codec.decode(codes, n, speaker=_reference_embedding(codec, args.reference or args.input))[0]
     else:
         tokens = load_tokens(args.input, expect=codec.info)
         codes, n = tokens.codes[0], tokens.num_samples[0]
-        wav = codec.decode(codes[None], n)[0]
+        wav = codec.decode(codes[None], n, speaker=_reference_embedding(codec, args.reference))[0]
     _write_wav(args.output, wav.numpy(), codec.sample_rate)
     print(f"{args.input} -> {args.output} ({len(wav) / codec.sample_rate:.2f} s at {codec.sample_rate} Hz)")
     return 0
+
+
+def _reference_embedding(codec, reference: str | None):
+    """The voice embedding of ``reference`` (its first 10 s) for a voice-conditioned codec, else None."""
+    if reference is None or not codec.voice_conditioned:
+        return None
+    from speechlm.synthesis.voice import read_reference
+
+    audio, sr = read_reference(reference)
+    return codec.speaker_embedding(audio[None, :, : 10 * sr], sr)  # [1, C, L]: mixed to mono
 
 
 def _write_wav(path: str, wav, sample_rate: int) -> None:

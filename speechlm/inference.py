@@ -72,6 +72,7 @@ class _Plan:
     min_frames: int = 1
     max_frames: int = 1
     codes: torch.Tensor | None = None  # [K, T] once generated
+    speaker: torch.Tensor | None = None  # the voice embedding a voice-conditioned codec decodes with
     audio: np.ndarray | None = None
     ready_at: float = 0.0
 
@@ -86,6 +87,8 @@ class Pipeline:
         bundle.check_parts("pipeline", codec, layout, tokenizer, None, frontend.symbol_kind)
         self.codec, self.lm, self.layout, self.tokenizer, self.frontend = codec, lm.eval(), layout, tokenizer, frontend
         self.voices: dict[str, Voice] = dict(voices or {})
+        for v in self.voices.values():
+            self._voice_embedding(v)
         self.defaults = defaults or SynthesisDefaults()
         if default_voice is not None and default_voice not in self.voices:
             raise SpeechLMError(f"default voice {default_voice!r} is not a preset ({self._voice_names()})")
@@ -219,9 +222,21 @@ class Pipeline:
                                     f"transcript out to use (and transcribe) its first {cap:g} s")
             wav = wav[:, : int(cap * sample_rate)]
         codes = self.codec.encode(wav[None], sample_rate)[0].cpu()
+        embedding = self.codec.speaker_embedding(wav[None], sample_rate)  # None unless voice-conditioned
+        embedding = None if embedding is None else embedding.cpu()
         if text is not None:
-            return Voice(codes, self.frontend.process([text])[0].phonemes, speaker, text, name, "given")
-        return Voice(codes, self.tokenizer.decode(self._transcribe_codes(codes)), speaker, "", name, "asr")
+            return Voice(codes, self.frontend.process([text])[0].phonemes, speaker, text, name, "given", embedding)
+        return Voice(codes, self.tokenizer.decode(self._transcribe_codes(codes)), speaker, "", name, "asr", embedding)
+
+    def _voice_embedding(self, voice: Voice | None) -> torch.Tensor | None:
+        """The voice embedding the codec decodes ``voice`` with: None for a codec that takes none; for a voice
+        without one (a preset saved with another codec), taken from its prompt decoded, and kept on it."""
+        if voice is None or not self.codec.voice_conditioned:
+            return None
+        if voice.embedding is None or tuple(voice.embedding.shape) != (1, self.codec.speaker_dim):
+            audio = self.codec.decode(voice.codes[None])
+            voice.embedding = self.codec.speaker_embedding(audio, self.sample_rate).cpu()
+        return voice.embedding
 
     def resolve_voice(self, voice=None, voice_text: str | None = None) -> Voice | None:
         """``voice``: None (the default preset, if any), a preset name, a reference audio path, or a Voice."""
@@ -320,7 +335,7 @@ class Pipeline:
         for i, piece in enumerate(split_text(text, fits)):
             norm, phonemes, ids = analysed[piece.text]
             seg = Segment(piece.sentence, piece.text, (piece.start, piece.end), norm.text, phonemes)
-            plan = _Plan(request, i, seg)
+            plan = _Plan(request, i, seg, speaker=self._voice_embedding(voice))
             if not norm.is_speakable:
                 seg.status = "skipped (nothing speakable)"
             else:
@@ -431,7 +446,7 @@ class Pipeline:
             p.codes = c[:, : p.max_frames]
             p.segment.frames = p.codes.shape[-1]
             p.segment.hit_max_frames = p.codes.shape[-1] >= p.max_frames
-            wav = self.codec.decode(p.codes[None])[0].float().cpu().numpy()
+            wav = self.codec.decode(p.codes[None], speaker=p.speaker)[0].float().cpu().numpy()
             p.audio = fade(wav, round(self.defaults.fade * self.sample_rate))
             p.ready_at = time.perf_counter()
 
@@ -482,7 +497,8 @@ class Pipeline:
             prev = p
             cfg = GenerationConfig(p.min_frames, p.max_frames, self._sampling(options),
                                    None if seed is None else seed + p.index, self.alignment_guard())
-            decoder, fader, pending, emitted = StreamingDecoder(self.codec, lookahead), Fader(n_fade), [], False
+            decoder = StreamingDecoder(self.codec, lookahead, speaker=p.speaker)
+            fader, pending, emitted = Fader(n_fade), [], False
             for ready in stream_frames(self._lm_run, self.layout, [p.prompt], cfg):
                 if ready[0] is not None:
                     pending.append(ready[0])

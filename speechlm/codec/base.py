@@ -10,6 +10,11 @@ Audio tokens are integer tensors ``codes[B, K, T]``:
 
 ``encode`` accepts mono or multi-channel audio at any sample rate (it is mixed to mono and resampled
 to ``sample_rate``); ``decode`` returns mono float audio ``[B, num_samples]`` at ``sample_rate``.
+
+A codec whose decoder is voice-conditioned (``voice_conditioned``) also takes a voice embedding
+``speaker [B or 1, D]`` from :meth:`Codec.speaker_embedding` of a short reference clip: the tokens stay
+the same, the reference only restores timbre. Without one it decodes unconditioned; codecs that are
+not voice-conditioned return ``None`` from ``speaker_embedding`` and take none.
 """
 
 from __future__ import annotations
@@ -85,8 +90,29 @@ class Codec(ABC):
         """``wav [B, L]`` float at ``sample_rate``, L a multiple of ``samples_per_frame`` -> ``codes [B, K, T]``."""
 
     @abstractmethod
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """``codes [B, K, T]`` -> ``wav [B, T * samples_per_frame]``."""
+    def _decode(self, codes: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
+        """``codes [B, K, T]`` (+ voice embedding) -> ``wav [B, T * samples_per_frame]``."""
+
+    @property
+    def speaker_dim(self) -> int:
+        """Size of the voice embedding ``decode`` takes; 0 when the codec is not voice-conditioned."""
+        return 0
+
+    @property
+    def voice_conditioned(self) -> bool:
+        """Whether ``decode`` uses a voice embedding from a reference clip."""
+        return self.speaker_dim > 0
+
+    def _speaker_embedding(self, wav: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def speaker_embedding(self, wav: torch.Tensor | np.ndarray, sample_rate: int | None = None) -> torch.Tensor | None:
+        """Voice embedding ``[1, D]`` of a reference clip (any rate, mono or not) for ``decode``; None when the
+        codec is not voice-conditioned. A batch of clips gives ``[B, D]``."""
+        if not self.voice_conditioned:
+            return None
+        return self._speaker_embedding(prepare_waveform(wav, sample_rate, self.sample_rate))
 
     @torch.inference_mode()
     def encode(self, wav: torch.Tensor | np.ndarray, sample_rate: int | None = None) -> torch.Tensor:
@@ -96,10 +122,16 @@ class Codec(ABC):
         return self._encode(torch.nn.functional.pad(wav, (0, pad)))
 
     @torch.inference_mode()
-    def decode(self, codes: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
-        """Audio ``[B, samples]`` for ``codes [B, K, T]``, cropped to ``num_samples`` when given."""
+    def decode(self, codes: torch.Tensor, num_samples: int | None = None,
+               speaker: torch.Tensor | None = None) -> torch.Tensor:
+        """Audio ``[B, samples]`` for ``codes [B, K, T]``, cropped to ``num_samples`` when given.
+
+        ``speaker``: a voice embedding from :meth:`speaker_embedding` (``[B or 1, D]``), for a
+        voice-conditioned codec; ignored (it is ``None``) for the others.
+        """
         check_codes(codes, self.info)
-        wav = self._decode(codes)
+        check_speaker(speaker, codes.shape[0], self)
+        wav = self._decode(codes, speaker)
         return wav[..., :num_samples] if num_samples is not None else wav
 
 
@@ -131,3 +163,13 @@ def check_codes(codes: torch.Tensor, info: CodecInfo) -> None:
     if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= info.codebook_size):
         raise SpeechLMError(f"code values must be in [0, {info.codebook_size}); got "
                             f"[{int(codes.min())}, {int(codes.max())}]")
+
+
+def check_speaker(speaker: torch.Tensor | None, batch: int, codec: Codec) -> None:
+    if speaker is None:
+        return
+    if not codec.voice_conditioned:
+        raise SpeechLMError(f"{codec.info.name} is not voice-conditioned: decode takes no speaker embedding")
+    if speaker.dim() != 2 or speaker.shape[0] not in (1, batch) or speaker.shape[1] != codec.speaker_dim:
+        raise SpeechLMError(f"speaker embedding must be [{batch} or 1, {codec.speaker_dim}] (from speaker_embedding); "
+                            f"got shape {tuple(speaker.shape)}")

@@ -96,5 +96,5 @@ class EncodecCodec(Codec):
         frames = self.model.encode(wav[:, None])  # one frame: the 24 kHz model has no segmenting
         return torch.cat([codes for codes, _ in frames], dim=-1)
 
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+    def _decode(self, codes: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
         return self.model.decode([(codes, None)])[:, 0]

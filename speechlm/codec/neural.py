@@ -43,8 +43,16 @@ class NeuralCodec(Codec, torch.nn.Module):
     def _encode(self, wav: torch.Tensor) -> torch.Tensor:
         return self.tokenizer.encode(wav.to(self.device), self.info.n_codebooks)
 
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.vocoder(self.tokenizer.embed(codes.to(self.device)))
+    def _decode(self, codes: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
+        return self.vocoder(self.tokenizer.embed(codes.to(self.device)),
+                            None if speaker is None else speaker.to(self.device))
+
+    @property
+    def speaker_dim(self) -> int:
+        return self.vocoder_config.speaker_dim
+
+    def _speaker_embedding(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.vocoder.embed_reference(wav.to(self.device))
 
     @property
     def device(self) -> torch.device:

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import torch
 
-from speechlm.codec.base import Codec, CodecInputError, check_codes, prepare_waveform
+from speechlm.codec.base import Codec, CodecInputError, check_codes, check_speaker, prepare_waveform
 
 
 def default_context(codec: Codec) -> int:
@@ -92,8 +92,9 @@ class StreamingDecoder:
     ``codec.decode`` of all codes at once.
     """
 
-    def __init__(self, codec: Codec, lookahead: int | None = None, context: int | None = None):
-        self.codec = codec
+    def __init__(self, codec: Codec, lookahead: int | None = None, context: int | None = None,
+                 speaker: torch.Tensor | None = None):
+        self.codec, self.speaker = codec, speaker  # speaker: a voice embedding, for voice-conditioned codecs
         full = default_context(codec)
         self.lookahead = full if lookahead is None else lookahead
         self.context = full if context is None else context
@@ -104,13 +105,14 @@ class StreamingDecoder:
     def _render(self, start: int, end: int) -> torch.Tensor:
         total = self._codes.shape[-1]
         lo, hi = max(0, start - self.context), min(total, end + self.context)
-        wav = self.codec._decode(self._codes[..., lo:hi])
+        wav = self.codec._decode(self._codes[..., lo:hi], self.speaker)
         spf = self.codec.samples_per_frame
         return wav[..., (start - lo) * spf: (end - lo) * spf]
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         """Add ``codes [B, K, n]``; returns the audio ``[B, samples]`` that became final (may be empty)."""
         check_codes(codes, self.codec.info)
+        check_speaker(self.speaker, codes.shape[0], self.codec)
         self._codes = codes if self._codes is None else torch.cat([self._codes, codes], dim=-1)
         ready = self._codes.shape[-1] - self.lookahead
         if ready <= self._emitted:
@@ -128,10 +130,10 @@ class StreamingDecoder:
         return wav
 
 
-def decode_stream(codec: Codec, codes: torch.Tensor, chunk_frames: int = 5,
-                  lookahead: int | None = None) -> Iterator[torch.Tensor]:
+def decode_stream(codec: Codec, codes: torch.Tensor, chunk_frames: int = 5, lookahead: int | None = None,
+                  speaker: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Decode ``codes`` as if they arrived ``chunk_frames`` at a time; yields audio chunks."""
-    dec = StreamingDecoder(codec, lookahead)
+    dec = StreamingDecoder(codec, lookahead, speaker=speaker)
     for start in range(0, codes.shape[-1], chunk_frames):
         wav = dec.push(codes[..., start: start + chunk_frames])
         if wav.shape[-1]:

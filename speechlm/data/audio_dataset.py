@@ -24,16 +24,24 @@ class AudioCropDataset(Dataset):
 
     Only the crop is read from disk (``soundfile`` seeks), so long files cost no more than short
     ones. Clips shorter than the segment are zero-padded at the end.
+
+    With ``reference_seconds > 0`` an item is ``(crop, reference)``: the reference is a crop of
+    another utterance of the same speaker in the same manifest (of the same utterance where the speaker
+    has no other), for a voice-conditioned vocoder, the way a voice prompt is another utterance.
     """
 
     def __init__(self, manifests: list[str], sample_rate: int = 24000, segment_seconds: float = 1.0,
-                 gain_db: tuple[float, float] = (-6.0, 3.0), random_crop: bool = True):
+                 gain_db: tuple[float, float] = (-6.0, 3.0), random_crop: bool = True,
+                 reference_seconds: float = 0.0):
         self.items = []
         self.manifest_of: list[tuple[int, int]] = []  # item range [lo, hi) of each manifest
-        for m in manifests:
+        groups: dict[tuple[int, str], list[int]] = {}
+        for mi, m in enumerate(manifests):
             lo = len(self.items)
             for cut in iter_manifest(m):
                 rec = cut.recording
+                speaker = cut.supervisions[0].speaker if cut.supervisions and cut.supervisions[0].speaker else None
+                groups.setdefault((mi, speaker or f"utterance {cut.id}"), []).append(len(self.items))
                 self.items.append((rec.sources[0].source, rec.sampling_rate, int(cut.start * rec.sampling_rate),
                                    int(cut.duration * rec.sampling_rate)))
             if len(self.items) == lo:
@@ -41,7 +49,12 @@ class AudioCropDataset(Dataset):
             self.manifest_of.append((lo, len(self.items)))
         if not self.items:
             raise SpeechLMError(f"no utterances in {manifests}")
+        self.same_speaker = [None] * len(self.items)  # each item's speaker group (shared lists)
+        for members in groups.values():
+            for i in members:
+                self.same_speaker[i] = members
         self.sample_rate, self.segment = sample_rate, int(segment_seconds * sample_rate)
+        self.reference = int(reference_seconds * sample_rate)
         self.gain_db, self.random_crop = gain_db, random_crop
 
     def __len__(self) -> int:
@@ -63,9 +76,18 @@ class AudioCropDataset(Dataset):
             weights[lo:hi] = w / total * lengths / lengths.sum()
         return weights
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        wav = self._crop(i, self.segment)
+        if not self.reference:
+            return wav
+        group = self.same_speaker[i]
+        others = [j for j in group if j != i] or [i]
+        j = others[int(torch.randint(0, len(others), ()))] if self.random_crop else others[0]
+        return wav, self._crop(j, self.reference)
+
+    def _crop(self, i: int, segment: int) -> torch.Tensor:
         path, sr, offset, length = self.items[i]
-        want = int(np.ceil(self.segment * sr / self.sample_rate))
+        want = int(np.ceil(segment * sr / self.sample_rate))
         start = offset + (int(torch.randint(0, max(1, length - want + 1), ())) if self.random_crop else 0)
         wav, _ = sf.read(path, start=start, frames=min(want, length), dtype="float32", always_2d=True)
         wav = torch.from_numpy(wav.mean(axis=1))
@@ -73,7 +95,7 @@ class AudioCropDataset(Dataset):
             import torchaudio.functional as AF
 
             wav = AF.resample(wav, sr, self.sample_rate)
-        wav = torch.nn.functional.pad(wav[: self.segment], (0, max(0, self.segment - wav.shape[-1])))
+        wav = torch.nn.functional.pad(wav[:segment], (0, max(0, segment - wav.shape[-1])))
         if self.random_crop and self.gain_db:
             wav = wav * 10 ** (float(torch.empty(()).uniform_(*self.gain_db)) / 20)
         return wav.clamp(-1, 1)
@@ -84,19 +106,23 @@ class AudioDataModule(L.LightningDataModule):
 
     ``train_weights`` (one per train manifest, e.g. ``[0.4, 0.45, 0.15]``): the share of training crops
     drawn from each, utterances drawn by duration, with replacement, ``len(train_set)`` crops an epoch.
-    ``None`` (default): each utterance once an epoch, shuffled.
+    ``None`` (default): each utterance once an epoch, shuffled. ``reference_seconds > 0``: batches are
+    ``(crops, references)`` (see :class:`AudioCropDataset`), for a voice-conditioned vocoder.
     """
 
     def __init__(self, train_manifests: list[str], val_manifests: list[str], sample_rate: int = 24000,
                  segment_seconds: float = 1.0, batch_size: int = 8, num_workers: int = 1,
-                 val_segment_seconds: float = 2.0, train_weights: list[float] | None = None):
+                 val_segment_seconds: float = 2.0, train_weights: list[float] | None = None,
+                 reference_seconds: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
 
     def setup(self, stage: str | None = None) -> None:
         h = self.hparams
-        self.train_set = AudioCropDataset(h.train_manifests, h.sample_rate, h.segment_seconds)
-        self.val_set = AudioCropDataset(h.val_manifests, h.sample_rate, h.val_segment_seconds, random_crop=False)
+        self.train_set = AudioCropDataset(h.train_manifests, h.sample_rate, h.segment_seconds,
+                                          reference_seconds=h.reference_seconds)
+        self.val_set = AudioCropDataset(h.val_manifests, h.sample_rate, h.val_segment_seconds, random_crop=False,
+                                        reference_seconds=h.reference_seconds)
 
     def train_dataloader(self) -> DataLoader:
         h = self.hparams

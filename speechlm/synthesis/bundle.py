@@ -84,6 +84,8 @@ class Voice:
     text: str = ""  # the transcript as written, when known
     name: str = ""  # preset name, or the reference file
     transcript_source: str = "given"  # given | asr | preset
+    # the codec's voice embedding of the reference audio [1, D], for a voice-conditioned codec's decoder
+    embedding: torch.Tensor | None = None
 
 
 # ------------------------------------------------------------------------------------------ LM
@@ -114,8 +116,13 @@ def load_lm_checked(path: Path, codec: CodecInfo) -> tuple[SpeechLM, TokenLayout
 
 # ------------------------------------------------------------------------------------------ voices
 
+EMBEDDING_KEY = "embedding:"  # voices.safetensors: "<name>" holds the codes, "embedding:<name>" the voice embedding
+
+
 def save_voices(out_dir: Path, voices: dict[str, Voice]) -> None:
     tensors = {name: v.codes.to(torch.int64).contiguous().cpu() for name, v in voices.items()}
+    tensors.update({EMBEDDING_KEY + name: v.embedding.float().contiguous().cpu() for name, v in voices.items()
+                    if v.embedding is not None})
     with atomic_path(out_dir / VOICES_WEIGHTS) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "speechlm-voices"})
     write_json(out_dir / VOICES_INDEX, {name: {"speaker": v.speaker, "phonemes": v.phonemes, "text": v.text,
@@ -137,7 +144,7 @@ def load_voices(path: Path, info: CodecInfo) -> dict[str, Voice]:
             raise BundleError(f"{weights}: voice {name!r} codes {tuple(c.shape)} do not fit the codec "
                               f"({info.n_codebooks} codebooks of {info.codebook_size})")
         voices[name] = Voice(c, meta.get("phonemes", ""), meta.get("speaker", ""), meta.get("text", ""), name,
-                             "preset")
+                             "preset", codes.get(EMBEDDING_KEY + name))
     return voices
 
 

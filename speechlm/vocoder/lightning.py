@@ -10,9 +10,16 @@ discriminator on real vs. generated audio, then the generator.
 multi-resolution STFT), with no discriminators at all: the five MPD periods are 40M parameters,
 several seconds a step on one CPU core, so on CPU (``configs/vocoder/spectral.yaml``) the decoder
 keeps learning on the frozen tokens while the LM trains beside it, and the GAN stage waits for a GPU.
+
+``speaker_dim`` makes the vocoder voice-conditioned (see ``speechlm.vocoder.model``): an export
+without conditioning gains a reference encoder and a zero projection, so it starts from exactly the
+audio it made before. Batches are then ``(crops, references)`` (``data.reference_seconds``), and
+``reference_dropout`` of the steps' rows go without a reference, so decoding without one still works.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import lightning as L
 import torch
@@ -21,6 +28,7 @@ from vocos.loss import DiscriminatorLoss, FeatureMatchingLoss, GeneratorLoss
 
 from speechlm.codec.lightning import ExportsCodec, warmup_cosine
 from speechlm.codec.neural import NeuralCodec
+from speechlm.errors import SpeechLMError
 from speechlm.vocoder.losses import MultiResolutionMelLoss, MultiResolutionSTFTLoss
 
 
@@ -28,11 +36,14 @@ class VocoderModule(ExportsCodec, L.LightningModule):
     def __init__(self, codec_dir: str, lr: float = 2e-4, warmup_steps: int = 200, max_steps: int = 100_000,
                  mel_weight: float = 45.0, fm_weight: float = 2.0, mrd_weight: float = 0.1,
                  gan_start_step: int | None = 0, mpd_periods: list[int] = (2, 3, 5, 7, 11),
-                 stft_weight: float = 0.0, export_dir: str | None = None):
+                 stft_weight: float = 0.0, export_dir: str | None = None, speaker_dim: int | None = None,
+                 reference_dropout: float = 0.1):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.model = NeuralCodec.from_pretrained(codec_dir).train()
+        if speaker_dim is not None and speaker_dim != self.model.vocoder_config.speaker_dim:
+            self.model = _with_speaker_dim(self.model, speaker_dim).train()
         self.model.tokenizer.requires_grad_(False)
         self.gan = gan_start_step is not None
         if self.gan:  # each period is an 8M-parameter sub-discriminator: tiny test configs use one
@@ -41,17 +52,32 @@ class VocoderModule(ExportsCodec, L.LightningModule):
         self.mel_loss = MultiResolutionMelLoss(self.model.sample_rate)
         self.stft_loss = MultiResolutionSTFTLoss() if stft_weight > 0 else None
 
-    def _generate(self, wav: torch.Tensor) -> torch.Tensor:
+    def _generate(self, wav: torch.Tensor, reference: torch.Tensor | None = None,
+                  dropout: float = 0.0) -> torch.Tensor:
         with torch.no_grad():
             self.model.tokenizer.eval()  # frozen: no EMA codebook updates, no dead-code re-seeding
             latent = self.model.tokenizer(wav).latent
-        return self.model.vocoder(latent)[..., : wav.shape[-1]]
+        speaker = None
+        if self.model.voice_conditioned:
+            if reference is None:
+                raise SpeechLMError("a voice-conditioned vocoder trains on (crop, reference) batches: "
+                                    "set data.reference_seconds (e.g. 3.0)")
+            speaker = self.model.vocoder.embed_reference(reference)
+            if dropout:  # some rows decode with no reference at all, as a caller without one will
+                keep = (torch.rand(speaker.shape[0], 1, device=speaker.device) >= dropout).to(speaker.dtype)
+                speaker = speaker * keep
+        return self.model.vocoder(latent, speaker)[..., : wav.shape[-1]]
 
-    def training_step(self, wav: torch.Tensor, batch_idx: int) -> None:
+    @staticmethod
+    def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
+
+    def training_step(self, batch, batch_idx: int) -> None:
         h = self.hparams
         opts, scheds = self.optimizers(), self.lr_schedulers()
         opt_g, sched_g = (opts[0], scheds[0]) if self.gan else (opts, scheds)
-        y_hat = self._generate(wav)
+        wav, reference = self._unpack(batch)
+        y_hat = self._generate(wav, reference, h.reference_dropout)
         use_gan = self.gan and self.global_step >= h.gan_start_step
 
         if use_gan:
@@ -89,8 +115,9 @@ class VocoderModule(ExportsCodec, L.LightningModule):
         sched_g.step()
         self.log_dict({"train/gen": loss_g, "train/mel": mel}, prog_bar=True)
 
-    def validation_step(self, wav: torch.Tensor, batch_idx: int) -> None:
-        self.log("val/mel", self.mel_loss(self._generate(wav), wav), prog_bar=True, sync_dist=True)
+    def validation_step(self, batch, batch_idx: int) -> None:
+        wav, reference = self._unpack(batch)
+        self.log("val/mel", self.mel_loss(self._generate(wav, reference), wav), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
         h = self.hparams
@@ -100,3 +127,16 @@ class VocoderModule(ExportsCodec, L.LightningModule):
         sched = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: warmup_cosine(s, h.warmup_steps, h.max_steps))
                  for o in opts]
         return opts, [{"scheduler": s, "interval": "step"} for s in sched]
+
+
+def _with_speaker_dim(codec: NeuralCodec, speaker_dim: int) -> NeuralCodec:
+    """The same codec with a vocoder of another ``speaker_dim``: every shared weight carried over; a new
+    reference encoder and zero projection when gaining conditioning."""
+    if codec.vocoder_config.speaker_dim:
+        raise SpeechLMError(f"the codec's vocoder is already voice-conditioned (speaker_dim "
+                            f"{codec.vocoder_config.speaker_dim}); model.speaker_dim {speaker_dim} would drop that")
+    cfg = dataclasses.replace(codec.vocoder_config, speaker_dim=speaker_dim)
+    other = NeuralCodec(codec.codec_config, cfg, codec.info.name, codec.info.version)
+    missing, unexpected = other.load_state_dict(codec.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("vocoder.reference.", "vocoder.speaker_proj.")) for k in missing)
+    return other

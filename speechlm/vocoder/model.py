@@ -4,6 +4,14 @@ The head predicts STFT magnitude and phase per 100 Hz frame and an inverse STFT 
 so the network never runs at the sample rate, unlike HiFi-GAN-style upsampling stacks; that is what
 makes Vocos-style vocoders fast on CPU (``eval/bench_codec.py`` measures ours). The backbone and
 head are the ``vocos`` package's own modules.
+
+Voice conditioning (``speaker_dim > 0``): a small reference encoder turns a few seconds of the
+target voice into one vector, added to every frame's input features. 1 kbps tokens keep what is
+said and how, but little of the voice's fine timbre; the reference restores it, the way a TTS voice
+prompt already gives the LM the voice. The reference is another utterance of the same speaker in
+training (another crop of the same one where a speaker has only one), the voice prompt in
+synthesis. The projection starts at zero, so a vocoder gaining conditioning starts as it was; with
+no reference (``speaker=None``) the decoder runs unconditioned, as training's reference dropout taught it.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ import torch
 from torch import nn
 from vocos.heads import ISTFTHead
 from vocos.models import VocosBackbone
+
+from speechlm.errors import SpeechLMError
 
 
 @dataclass
@@ -26,6 +36,7 @@ class VocoderConfig:
     sample_rate: int = 24000
     n_fft: int = 1024
     hop_length: int = 240
+    speaker_dim: int = 0  # voice embedding size from a reference clip; 0 = not voice-conditioned
 
     @classmethod
     def tiny(cls) -> "VocoderConfig":
@@ -36,8 +47,36 @@ class VocoderConfig:
         return cls()
 
 
+class ReferenceEncoder(nn.Module):
+    """Reference audio ``[B, L]`` at ``sample_rate`` -> voice embedding ``[B, speaker_dim]``.
+
+    Log-mel frames, three convolutions, then the mean and standard deviation over time (statistics
+    pooling, as x-vector speaker encoders do), so any length of reference gives one vector.
+    """
+
+    N_MELS = 80
+
+    def __init__(self, cfg: VocoderConfig):
+        super().__init__()
+        import torchaudio  # deferred, as in the codec's mel front end
+
+        self.mel = torchaudio.transforms.MelSpectrogram(sample_rate=cfg.sample_rate, n_fft=cfg.n_fft,
+                                                        hop_length=cfg.hop_length, n_mels=self.N_MELS, power=1.0)
+        layers: list[nn.Module] = []
+        for i in range(3):
+            layers += [nn.Conv1d(self.N_MELS if i == 0 else cfg.dim, cfg.dim, 5, padding=2), nn.GELU()]
+        self.convs = nn.Sequential(*layers)
+        self.out = nn.Linear(2 * cfg.dim, cfg.speaker_dim)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(wav.device.type, enabled=False):
+            mel = self.mel(wav.float()).clamp(min=1e-5).log()
+        h = self.convs(mel)
+        return self.out(torch.cat([h.mean(-1), h.std(-1, unbiased=False)], dim=-1))
+
+
 class Vocoder(nn.Module):
-    """``latent [B, latent_dim, T]`` -> ``wav [B, T * upsample * hop_length]``."""
+    """``latent [B, latent_dim, T]`` (+ a voice embedding ``[B or 1, speaker_dim]``) -> ``wav [B, T * upsample * hop_length]``."""
 
     def __init__(self, cfg: VocoderConfig):
         super().__init__()
@@ -48,9 +87,30 @@ class Vocoder(nn.Module):
         self.backbone = VocosBackbone(input_channels=cfg.dim, dim=cfg.dim, intermediate_dim=cfg.intermediate_dim,
                                       num_layers=cfg.num_layers)
         self.head = ISTFTHead(dim=cfg.dim, n_fft=cfg.n_fft, hop_length=cfg.hop_length, padding="same")
+        if cfg.speaker_dim:
+            self.reference = ReferenceEncoder(cfg)
+            self.speaker_proj = nn.Linear(cfg.speaker_dim, cfg.dim)
+            nn.init.zeros_(self.speaker_proj.weight)  # adding conditioning to a trained vocoder changes nothing yet
+            nn.init.zeros_(self.speaker_proj.bias)
 
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        x = self.backbone(self.upsample(latent))
+    def embed_reference(self, wav: torch.Tensor) -> torch.Tensor:
+        """Reference audio ``[B, L]`` at the vocoder's sample rate -> voice embedding ``[B, speaker_dim]``."""
+        if not self.cfg.speaker_dim:
+            raise SpeechLMError("this vocoder is not voice-conditioned (speaker_dim 0): it takes no reference")
+        return self.reference(wav)
+
+    def forward(self, latent: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.upsample(latent)
+        if speaker is None and self.cfg.speaker_dim:  # no reference: the zero embedding reference dropout trained
+            speaker = x.new_zeros(1, self.cfg.speaker_dim)
+        if speaker is not None:
+            if not self.cfg.speaker_dim:
+                raise SpeechLMError("this vocoder is not voice-conditioned (speaker_dim 0): it takes no speaker")
+            if speaker.dim() != 2 or speaker.shape[-1] != self.cfg.speaker_dim or speaker.shape[0] not in (1, x.shape[0]):
+                raise SpeechLMError(f"speaker embedding must be [{x.shape[0]} or 1, {self.cfg.speaker_dim}]; "
+                                    f"got {tuple(speaker.shape)}")
+            x = x + self.speaker_proj(speaker.to(x.dtype))[..., None]
+        x = self.backbone(x)
         with torch.autocast(latent.device.type, enabled=False):  # the inverse STFT wants fp32
             return self.head(x.float())
 

@@ -86,9 +86,8 @@ def load_clips(data: Path | None, synth: Path | None, per_set: int) -> list[dict
             rows = [line.split("|") for line in meta.read_text(encoding="utf-8").splitlines() if line]
             if folder == "librispeech_test_other":  # spread the picks over the speakers
                 rows = sorted(rows, key=lambda r: (int(r[0].split("-")[2]), r[0]))
-            def path_of(uid: str) -> Path:
-                return next((data / folder / "wavs" / f"{uid}{e}" for e in (".wav", ".flac")
-                             if (data / folder / "wavs" / f"{uid}{e}").exists()))
+            def path_of(uid: str, wavs: Path = data / folder / "wavs") -> Path:
+                return next(wavs / f"{uid}{e}" for e in (".wav", ".flac") if (wavs / f"{uid}{e}").exists())
             for uid, spk, text in rows[:per_set]:
                 wav, sr = sf.read(path_of(uid), dtype="float32")
                 clips.append({"set": folder, "id": uid, "speaker": spk, "text": text, "wav": wav, "sr": sr,

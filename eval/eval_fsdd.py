@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         audio["recording"][it["id"]] = (wav, sr)
         with torch.inference_mode():
             codes = pipe.codec.encode(wav, sr)
-            audio["codec"][it["id"]] = (pipe.codec.decode(codes)[0].float().cpu().numpy().reshape(-1), sr)
+            speaker = pipe.voice_embedding(pipe.voices.get(it["speaker"]))  # the speaker's preset, as the TTS hears it
+            audio["codec"][it["id"]] = (pipe.codec.decode(codes, speaker=speaker)[0].float().cpu().numpy().reshape(-1), sr)
     requests = [Request(it["digit"], it["speaker"], seed=args.seed, id=it["id"]) for it in items]
     t0, audio_s, failed = time.perf_counter(), 0.0, {}
     for start in tqdm(range(0, len(requests), args.batch_size), desc="tts", unit="batch"):

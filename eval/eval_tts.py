@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     codec_dir.mkdir(exist_ok=True)
     for s, v in tqdm(picked, desc="codec resynthesis", unit="utt"):
         audio, sr = load_audio(by_sentence[s][v].recording.sources[0].source, pipe.codec.sample_rate)
-        wav = pipe.codec.decode(pipe.codec.encode(audio, sr), len(audio))[0]
+        speaker = pipe.voice_embedding(pipe.voices[v])  # a voice-conditioned codec hears the preset, as the TTS does
+        wav = pipe.codec.decode(pipe.codec.encode(audio, sr), len(audio), speaker=speaker)[0]
         sf.write(codec_dir / f"{v}_{s}.wav", wav.float().cpu().numpy(), pipe.codec.sample_rate, subtype="PCM_16")
 
     # ---- score: ours against the engine's recording of the same sentence, and the engine's own WER

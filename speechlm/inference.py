@@ -88,7 +88,7 @@ class Pipeline:
         self.codec, self.lm, self.layout, self.tokenizer, self.frontend = codec, lm.eval(), layout, tokenizer, frontend
         self.voices: dict[str, Voice] = dict(voices or {})
         for v in self.voices.values():
-            self._voice_embedding(v)
+            self.voice_embedding(v)
         self.defaults = defaults or SynthesisDefaults()
         if default_voice is not None and default_voice not in self.voices:
             raise SpeechLMError(f"default voice {default_voice!r} is not a preset ({self._voice_names()})")
@@ -228,7 +228,7 @@ class Pipeline:
             return Voice(codes, self.frontend.process([text])[0].phonemes, speaker, text, name, "given", embedding)
         return Voice(codes, self.tokenizer.decode(self._transcribe_codes(codes)), speaker, "", name, "asr", embedding)
 
-    def _voice_embedding(self, voice: Voice | None) -> torch.Tensor | None:
+    def voice_embedding(self, voice: Voice | None) -> torch.Tensor | None:
         """The voice embedding the codec decodes ``voice`` with: None for a codec that takes none; for a voice
         without one (a preset saved with another codec), taken from its prompt decoded, and kept on it."""
         if voice is None or not self.codec.voice_conditioned:
@@ -335,7 +335,7 @@ class Pipeline:
         for i, piece in enumerate(split_text(text, fits)):
             norm, phonemes, ids = analysed[piece.text]
             seg = Segment(piece.sentence, piece.text, (piece.start, piece.end), norm.text, phonemes)
-            plan = _Plan(request, i, seg, speaker=self._voice_embedding(voice))
+            plan = _Plan(request, i, seg, speaker=self.voice_embedding(voice))
             if not norm.is_speakable:
                 seg.status = "skipped (nothing speakable)"
             else:

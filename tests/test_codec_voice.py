@@ -178,13 +178,13 @@ def test_codec_commands_take_a_voice_reference(tmp_path, capsys):
     codec_dir = codec.save_pretrained(tmp_path / "codec")
     src = write_wav(tmp_path / "in.wav", seconds=1.0, sr=16000, seed=1)
     other = write_wav(tmp_path / "ref.wav", seconds=1.5, sr=22050, seed=2)
-    run = lambda *a: main(["codec", *map(str, a), "--codec", str(codec_dir)])  # noqa: E731
+    run = lambda *a: main(["codec", *map(str, a), "--codec", str(codec_dir)])
     assert run("encode", src, tmp_path / "x.tokens") == 0
     assert run("resynth", src, tmp_path / "self.wav") == 0  # default reference: the input itself
     assert run("decode", tmp_path / "x.tokens", tmp_path / "none.wav") == 0  # no reference
     assert run("decode", tmp_path / "x.tokens", tmp_path / "with_ref.wav", "--reference", other) == 0
     codes = codec.encode(*sf.read(src, dtype="float32"))
-    expect = lambda ref: codec.decode(codes, 24000, speaker=ref)[0].numpy()  # noqa: E731
+    expect = lambda ref: codec.decode(codes, 24000, speaker=ref)[0].numpy()
     wav, sr = sf.read(other, dtype="float32")
     assert np.allclose(sf.read(tmp_path / "with_ref.wav")[0], expect(codec.speaker_embedding(wav, sr)), atol=1e-4)
     assert np.allclose(sf.read(tmp_path / "none.wav")[0], expect(None), atol=1e-4)

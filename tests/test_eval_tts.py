@@ -57,7 +57,7 @@ def test_pick_deals_different_sentences_to_each_voice():
             self.supervisions = [type("S", (), {"speaker": voice})()]
 
     cuts = [Cut(v, f"s{i}") for i in range(4) for v in ("a", "b")]
-    by_sentence, voices, picked = _eval_tts()._pick(cuts, None, per_voice=2)
+    _, voices, picked = _eval_tts()._pick(cuts, None, per_voice=2)
     assert voices == ["a", "b"] and picked == [("s0", "a"), ("s2", "a"), ("s1", "b"), ("s3", "b")]
     assert len(_eval_tts()._pick(cuts, ["b"], None)[2]) == 4
     with pytest.raises(SystemExit, match="unknown voice"):

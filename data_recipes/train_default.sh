@@ -13,7 +13,10 @@
 #      schedule, on the 4-voice corpus (same sentences, twice the train audio; its WAVs start as hard
 #      links to the default corpus's) (configs/lm/continue.yaml: 8,000 steps, bf16-mixed), then from that
 #      export with guided attention on two heads (configs/lm/guided.yaml: 5,000 steps); LM_MORE=0 skips both
-#   6. voice presets (one train utterance per voice) and the pipeline folder, with the sampling
+#   6. the vocoder, voice-conditioned, on the frozen tokens with the real read speech at its share of
+#      the crops (configs/vocoder/real_speech.yaml + voice.yaml: a 13,000-step spectral schedule on one core;
+#      the bundled vocoder stopped at 11,823 of them on its time budget); VOICE_VOCODER=0 skips it
+#   7. voice presets (one train utterance per voice) and the pipeline folder, with the sampling
 #      defaults chosen on the dev split (eval/eval_tts.py --split dev): temperature 0.7, fp32 LM
 #      (int8 gave more outputs outside 0.5-2x the reference duration)
 #
@@ -67,9 +70,19 @@ if [ "${LM_MORE:-1}" != 0 ]; then
   lm_out=runs/lm_guided/export
 fi
 
+codec_out=runs/vocoder/export
+if [ "${VOICE_VOCODER:-1}" != 0 ]; then
+  echo "== vocoder, voice-conditioned, on real speech too (13,000 steps)"
+  OMP_NUM_THREADS=1 $SPEECHLM train vocoder -c configs/vocoder/base.yaml $VOCODER -c configs/vocoder/real_speech.yaml \
+    -c configs/vocoder/voice.yaml --model.codec_dir runs/vocoder/export --trainer.max_steps 13000 \
+    --model.max_steps 13000 ${EXTRA_CODEC:-} > logs/train_vocoder_voice.log 2>&1 \
+    || { echo "vocoder training failed: logs/train_vocoder_voice.log" >&2; exit 1; }
+  codec_out=runs/vocoder_voice/export
+fi
+
 echo "== pipeline -> $out"
 $PYTHON data_recipes/voices.py "$data/text/cuts_train.jsonl.gz" exp/voices.jsonl
-$SPEECHLM pipeline build --codec runs/vocoder/export --lm "$lm_out" --tokenizer "$data/text/tokenizer.json" \
+$SPEECHLM pipeline build --codec "$codec_out" --lm "$lm_out" --tokenizer "$data/text/tokenizer.json" \
   --voices exp/voices.jsonl --default_voice flite-rms --out "$out" \
   --defaults "{temperature: 0.7, cpu_quantize: null}" \
   --note "Trained by data_recipes/train_default.sh (codec $CODEC_TIME, LM and vocoder stage 2 $LM_TIME)."

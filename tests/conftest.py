@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def eval_script(name: str) -> ModuleType:
+    """``eval/<name>.py`` as a module (the scripts there are run by path, not installed), loaded once."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "eval" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_data_dir() -> Path:

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import librosa
 import numpy as np
 import pytest
 
 from speechlm.eval.fidelity import fidelity
-from tests.conftest import REPO, voiced
-
-
-def _diagnosis():
-    spec = importlib.util.spec_from_file_location("codec_diagnosis", REPO / "eval" / "codec_diagnosis.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import eval_script, voiced
 
 
 def test_swaps_tell_magnitude_from_phase():
-    d = _diagnosis()
+    d = eval_script("codec_diagnosis")
     ref = voiced(2.0, 24000, f0=150.0)
-    pesq = lambda a, b: fidelity(a, 24000, b, 24000).pesq_wb  # noqa: E731
+    pesq = lambda a, b: fidelity(a, 24000, b, 24000).pesq_wb
     same = d.swap_scores(ref, ref.copy(), pesq)
     assert min(same.values()) > 3.5  # nothing to lose, Griffin-Lim aside close to the top of the scale
     # right magnitudes, scrambled phase: only the swap that restores the original phase recovers
@@ -35,7 +26,7 @@ def test_swaps_tell_magnitude_from_phase():
 
 
 def test_periodicity_of_a_tone_and_of_noise():
-    d = _diagnosis()
+    d = eval_script("codec_diagnosis")
     tone = librosa.resample(voiced(2.0, 24000, f0=150.0), orig_sr=24000, target_sr=16000)
     same = d.periodicity(tone, tone)
     assert same["voiced_original"] > 0.5 and same["vuv_agreement"] == 1.0

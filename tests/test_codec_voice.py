@@ -21,7 +21,7 @@ from speechlm.inference import Pipeline
 from speechlm.train import main as train_main
 from speechlm.vocoder.lightning import _with_speaker_dim
 from speechlm.vocoder.model import VocoderConfig
-from tests.conftest import REPO, voiced, write_wav
+from tests.conftest import REPO, eval_script, voiced, write_wav
 from tests.test_pipeline import build_tiny_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -196,11 +196,7 @@ def test_codec_commands_take_a_voice_reference(tmp_path, capsys):
 
 
 def test_bench_reference_is_the_speakers_next_utterance(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_codec", REPO / "eval" / "bench_codec.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = eval_script("bench_codec")
     paths = {u: write_wav(tmp_path / f"{u}.wav", seconds=0.2 + 0.1 * i, sr=16000) for i, u in enumerate("abc")}
     wav, sr = bench._reference(paths.get, "b", ["a", "b", "c"])
     assert sr == 16000 and len(wav) == 6400  # c, the next one

@@ -3,7 +3,6 @@ is scored on every test item, and the numbers it reports are the ones its rows s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -11,21 +10,15 @@ import pytest
 
 from speechlm.data.prepare import prepare
 from speechlm.data.split import split_manifest
-from tests.conftest import REPO, voiced
+from tests.conftest import eval_script, voiced
 from tests.test_pipeline import build_tiny_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _eval_fsdd():
-    spec = importlib.util.spec_from_file_location("eval_fsdd", REPO / "eval" / "eval_fsdd.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_nearest_digit_by_phoneme_edit_distance():
-    nearest = _eval_fsdd().nearest
+    nearest = eval_script("eval_fsdd").nearest
     refs = {"seven": "sˈɛvən", "one": "wˈʌn", "nine": "nˈaɪn"}
     assert nearest("sˈɛvən", refs) == "seven"
     assert nearest("sɛvn", refs) == "seven"  # two edits from seven, more from the others
@@ -43,7 +36,7 @@ def test_eval_fsdd_scores_every_item_of_every_system(layouts, tmp_path):
     pipe.defaults.max_seconds_per_token, pipe.defaults.slack_seconds = 0.02, 0.1  # a random LM babbles: keep it short
     pipe.save_pretrained(tmp_path / "pipe")
     out = tmp_path / "report"
-    assert _eval_fsdd().main(["--model", str(tmp_path / "pipe"), "--data", str(data), "--out", str(out),
+    assert eval_script("eval_fsdd").main(["--model", str(tmp_path / "pipe"), "--data", str(data), "--out", str(out),
                               "--threads", "1"]) == 0
     report = json.loads((out / "fsdd_eval.json").read_text())
     rows = [json.loads(line) for line in (out / "utterances.jsonl").read_text().splitlines()]

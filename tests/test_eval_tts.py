@@ -4,7 +4,6 @@ reports what the outputs' lengths say."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
@@ -12,17 +11,11 @@ import pytest
 import soundfile as sf
 
 from speechlm.data.prepare import prepare
-from tests.conftest import REPO, voiced
+from tests.conftest import eval_script, voiced
 from tests.test_pipeline import SENTENCES, build_tiny_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-def _eval_tts():
-    spec = importlib.util.spec_from_file_location("eval_tts", REPO / "eval" / "eval_tts.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -57,16 +50,16 @@ def test_pick_deals_different_sentences_to_each_voice():
             self.supervisions = [type("S", (), {"speaker": voice})()]
 
     cuts = [Cut(v, f"s{i}") for i in range(4) for v in ("a", "b")]
-    _, voices, picked = _eval_tts()._pick(cuts, None, per_voice=2)
+    _, voices, picked = eval_script("eval_tts")._pick(cuts, None, per_voice=2)
     assert voices == ["a", "b"] and picked == [("s0", "a"), ("s2", "a"), ("s1", "b"), ("s3", "b")]
-    assert len(_eval_tts()._pick(cuts, ["b"], None)[2]) == 4
+    assert len(eval_script("eval_tts")._pick(cuts, ["b"], None)[2]) == 4
     with pytest.raises(SystemExit, match="unknown voice"):
-        _eval_tts()._pick(cuts, ["carol"], None)
+        eval_script("eval_tts")._pick(cuts, ["carol"], None)
 
 
 def test_eval_tts_scores_every_pair_of_every_system(corpus, pipeline_dir, tmp_path):
     out = tmp_path / "report"
-    assert _eval_tts().main(["--model", str(pipeline_dir), "--data", str(corpus), "--out", str(out),
+    assert eval_script("eval_tts").main(["--model", str(pipeline_dir), "--data", str(corpus), "--out", str(out),
                              "--threads", "1", "--batch-size", "2"]) == 0
     report = json.loads((out / "tts_eval.json").read_text())
     assert report["items"] == 4 and not report["failed"]
@@ -84,7 +77,7 @@ def test_eval_tts_scores_every_pair_of_every_system(corpus, pipeline_dir, tmp_pa
 
 def test_durations_only_reports_each_pairs_ratio(corpus, pipeline_dir, tmp_path):
     out = tmp_path / "durations"
-    assert _eval_tts().main(["--model", str(pipeline_dir), "--data", str(corpus), "--out", str(out),
+    assert eval_script("eval_tts").main(["--model", str(pipeline_dir), "--data", str(corpus), "--out", str(out),
                              "--threads", "1", "--durations-only"]) == 0
     report = json.loads((out / "durations.json").read_text())
     assert report["items"] == 4 and report["failed"] == 0
@@ -102,8 +95,8 @@ def test_durations_only_reports_each_pairs_ratio(corpus, pipeline_dir, tmp_path)
 
 def test_missing_split_and_unknown_voice_are_named(corpus, pipeline_dir, tmp_path):
     with pytest.raises(SystemExit, match="cuts_dev.jsonl.gz"):
-        _eval_tts().main(["--model", str(pipeline_dir), "--data", str(corpus), "--out", str(tmp_path / "o"),
+        eval_script("eval_tts").main(["--model", str(pipeline_dir), "--data", str(corpus), "--out", str(tmp_path / "o"),
                           "--split", "dev"])
     with pytest.raises(SystemExit, match="no preset for voice"):
-        _eval_tts().main(["--model", str(pipeline_dir), "--data", str(corpus), "--out", str(tmp_path / "o"),
+        eval_script("eval_tts").main(["--model", str(pipeline_dir), "--data", str(corpus), "--out", str(tmp_path / "o"),
                           "--voices", "carol"])

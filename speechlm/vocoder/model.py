@@ -23,8 +23,6 @@ from torch import nn
 from vocos.heads import ISTFTHead
 from vocos.models import VocosBackbone
 
-from speechlm.errors import SpeechLMError
-
 
 @dataclass
 class VocoderConfig:
@@ -94,21 +92,15 @@ class Vocoder(nn.Module):
             nn.init.zeros_(self.speaker_proj.bias)
 
     def embed_reference(self, wav: torch.Tensor) -> torch.Tensor:
-        """Reference audio ``[B, L]`` at the vocoder's sample rate -> voice embedding ``[B, speaker_dim]``."""
-        if not self.cfg.speaker_dim:
-            raise SpeechLMError("this vocoder is not voice-conditioned (speaker_dim 0): it takes no reference")
+        """Reference audio ``[B, L]`` at the vocoder's sample rate -> voice embedding ``[B, speaker_dim]``
+        (``speaker_dim > 0`` only; ``Codec.speaker_embedding`` is the checked entry point)."""
         return self.reference(wav)
 
     def forward(self, latent: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
+        """``speaker`` is checked where callers pass it in (``codec.base.check_speaker``)."""
         x = self.upsample(latent)
-        if speaker is None and self.cfg.speaker_dim:  # no reference: the zero embedding reference dropout trained
-            speaker = x.new_zeros(1, self.cfg.speaker_dim)
-        if speaker is not None:
-            if not self.cfg.speaker_dim:
-                raise SpeechLMError("this vocoder is not voice-conditioned (speaker_dim 0): it takes no speaker")
-            if speaker.dim() != 2 or speaker.shape[-1] != self.cfg.speaker_dim or speaker.shape[0] not in (1, x.shape[0]):
-                raise SpeechLMError(f"speaker embedding must be [{x.shape[0]} or 1, {self.cfg.speaker_dim}]; "
-                                    f"got {tuple(speaker.shape)}")
+        if self.cfg.speaker_dim:  # no reference: the zero embedding that reference dropout trained
+            speaker = x.new_zeros(1, self.cfg.speaker_dim) if speaker is None else speaker
             x = x + self.speaker_proj(speaker.to(x.dtype))[..., None]
         x = self.backbone(x)
         with torch.autocast(latent.device.type, enabled=False):  # the inverse STFT wants fp32

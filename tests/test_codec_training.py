@@ -62,3 +62,42 @@ def test_tiny_vocoder_stage_on_frozen_tokens(layouts, tmp_path, overlay):
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     has_discriminators = any(k.startswith(("mpd.", "mrd.")) for k in ckpt["state_dict"])
     assert has_discriminators == (overlay is None) and len(ckpt["optimizer_states"]) == (2 if overlay is None else 1)
+
+
+def test_tiny_codec_with_pitch_target_from_an_export(layouts, tmp_path):
+    """configs/codec/pitch.yaml's path: start from an exported codec, add the pitch head, export a new
+    version without the head; a start of another shape is refused by name."""
+    from speechlm.codec.lightning import CodecModule
+    from speechlm.codec.model import CodecConfig
+    from speechlm.errors import SpeechLMError
+    from speechlm.vocoder.model import VocoderConfig
+
+    root = layouts.generic_table(lines=[f"u{i}|s|Sentence {i}." for i in range(4)])
+    prepare("generic", root, tmp_path / "data", progress=False)
+    manifest = str(tmp_path / "data" / "cuts.jsonl.gz")
+    torch.manual_seed(0)
+    tiny = dict(codec={"dim": 16, "blocks_per_stage": 1, "latent_dim": 8, "n_codebooks": 2, "fsq_levels": [4, 4],
+                       "n_mels": 20},
+                vocoder={"latent_dim": 8, "dim": 16, "intermediate_dim": 32, "num_layers": 1, "n_fft": 480})
+    start = NeuralCodec(CodecConfig(**tiny["codec"]), VocoderConfig(**tiny["vocoder"]))
+    start.save_pretrained(tmp_path / "start")
+
+    module = CodecModule(CodecConfig(**tiny["codec"]), VocoderConfig(**tiny["vocoder"]),
+                         init_from=str(tmp_path / "start"), pitch_weight=1.0, version="3")
+    assert all(torch.equal(v, module.model.state_dict()[k]) for k, v in start.state_dict().items())
+    with pytest.raises(SpeechLMError, match="init_from needs the same shapes"):
+        CodecModule(CodecConfig(**{**tiny["codec"], "dim": 24}), VocoderConfig(**tiny["vocoder"]),
+                    init_from=str(tmp_path / "start"))
+
+    run = tmp_path / "run"
+    args = ["codec", "-c", str(CONFIGS / "base.yaml"), "-c", str(CONFIGS / "tiny.yaml"),
+            "--model.init_from", str(tmp_path / "start"), "--model.pitch_weight", "1.0", "--model.version", "3",
+            "--data.train_manifests", f"[{manifest}]", "--data.val_manifests", f"[{manifest}]",
+            "--trainer.default_root_dir", str(run), "--model.export_dir", str(run / "export")]
+    assert train_main(args) == 0
+    metrics = (next(run.glob("lightning_logs/*/metrics.csv"))).read_text().splitlines()[0]
+    assert "train/pitch" in metrics and "val/voicing_acc" in metrics
+    tuned = NeuralCodec.from_pretrained(run / "export")
+    assert tuned.info.version == "3"
+    assert tuned.state_dict().keys() == start.state_dict().keys()  # the pitch head is not part of the codec
+    assert not all(torch.equal(v, tuned.state_dict()[k]) for k, v in start.state_dict().items())

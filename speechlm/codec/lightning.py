@@ -3,6 +3,11 @@
 Adversarial fine-tuning of the vocoder on frozen tokens is stage 2 (``speechlm.vocoder.lightning``):
 spectral losses alone train fast and give the tokens their content; the GAN then restores the fine
 detail (phase, noise) that makes the waveform sound natural.
+
+``pitch_weight > 0`` adds a pitch target (``speechlm.codec.pitch``): a small head must read voicing and
+F0 back from the quantized latent, so the tokens carry the pitch contour (``configs/codec/pitch.yaml``).
+``init_from`` starts from an exported codec of the same shape (its tokens then change: give the result
+a new ``version``, so token files of the old one are refused).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import torch
 
 from speechlm.codec.model import CodecConfig, codebook_stats
 from speechlm.codec.neural import NeuralCodec
+from speechlm.codec.pitch import PitchHead, f0_frames, pitch_loss
+from speechlm.errors import SpeechLMError
 from speechlm.vocoder.losses import MultiResolutionMelLoss, MultiResolutionSTFTLoss
 from speechlm.vocoder.model import VocoderConfig
 
@@ -48,10 +55,18 @@ class CodecModule(ExportsCodec, L.LightningModule):
     def __init__(self, codec: CodecConfig = CodecConfig(), vocoder: VocoderConfig = VocoderConfig(),
                  lr: float = 1e-3, weight_decay: float = 0.01, warmup_steps: int = 500, max_steps: int = 100_000,
                  quantizer_dropout: float = 0.5, mel_weight: float = 1.0, stft_weight: float = 1.0,
-                 name: str = "speechlm-codec", export_dir: str | None = None):
+                 name: str = "speechlm-codec", version: str = "2", export_dir: str | None = None,
+                 pitch_weight: float = 0.0, init_from: str | None = None):
         super().__init__()
         self.save_hyperparameters()
-        self.model = NeuralCodec(codec, vocoder, name=name)
+        self.model = NeuralCodec(codec, vocoder, name=name, version=version)
+        if init_from:
+            start = NeuralCodec.from_pretrained(init_from)
+            if (start.codec_config, start.vocoder_config) != (codec, vocoder):
+                raise SpeechLMError(f"{init_from}: its codec/vocoder config differs from model.codec/model.vocoder; "
+                                    "init_from needs the same shapes")
+            self.model.load_state_dict(start.state_dict())
+        self.pitch_head = PitchHead(codec.latent_dim, math.prod(codec.strides)) if pitch_weight > 0 else None
         self.mel_loss = MultiResolutionMelLoss(codec.sample_rate)
         self.stft_loss = MultiResolutionSTFTLoss()
 
@@ -62,11 +77,22 @@ class CodecModule(ExportsCodec, L.LightningModule):
         y = self.model.vocoder(out.latent)[..., : wav.shape[-1]]
         mel, stft = self.mel_loss(y, wav), self.stft_loss(y, wav)
         loss = h.mel_weight * mel + h.stft_weight * stft
-        return {"loss": loss, "mel": mel, "stft": stft, "codes": out.codes, "dropout": dropout}
+        r = {"mel": mel, "stft": stft, "codes": out.codes, "dropout": dropout}
+        if self.pitch_head is not None:
+            cfg = self.model.codec_config
+            pitch = pitch_loss(self.pitch_head(out.latent), f0_frames(wav, cfg.sample_rate, cfg.hop_length))
+            loss = loss + h.pitch_weight * pitch["loss"]
+            r.update(pitch=pitch["loss"], voicing_acc=pitch["voicing_acc"], f0_cents=pitch["cents"])
+        return {"loss": loss, **r}
+
+    def _metrics(self, r: dict, split: str) -> dict[str, torch.Tensor]:
+        keys = ("loss", "mel", "stft") + (("pitch", "voicing_acc", "f0_cents") if self.pitch_head is not None else ())
+        # f0_cents is NaN for a batch where no frame is voiced in both the target and the prediction
+        return {f"{split}/{k}": r[k] for k in keys if not (k == "f0_cents" and torch.isnan(r[k]))}
 
     def training_step(self, wav: torch.Tensor, batch_idx: int) -> torch.Tensor:
         r = self._step(wav, train=True)
-        self.log_dict({f"train/{k}": r[k] for k in ("loss", "mel", "stft")}, prog_bar=True)
+        self.log_dict(self._metrics(r, "train"), prog_bar=True)
         cfg = self.model.codec_config
         if self.global_step % 50 == 0 and not r["dropout"]:
             stats = codebook_stats(r["codes"], cfg.codebook_size)
@@ -75,10 +101,10 @@ class CodecModule(ExportsCodec, L.LightningModule):
 
     def validation_step(self, wav: torch.Tensor, batch_idx: int) -> None:
         r = self._step(wav, train=False)
-        self.log_dict({f"val/{k}": r[k] for k in ("loss", "mel", "stft")}, prog_bar=True, sync_dist=True)
+        self.log_dict(self._metrics(r, "val"), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
         h = self.hparams
-        opt = torch.optim.AdamW(self.model.parameters(), lr=h.lr, betas=(0.8, 0.99), weight_decay=h.weight_decay)
+        opt = torch.optim.AdamW(self.parameters(), lr=h.lr, betas=(0.8, 0.99), weight_decay=h.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, h.warmup_steps, h.max_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -47,3 +47,31 @@ def test_pitch_loss_scores():
     unvoiced = pitch_loss(exact, torch.zeros_like(f0))  # no voiced target frame: no F0 term, no score
     assert math.isnan(float(unvoiced["cents"])) and unvoiced["voicing_acc"] == pytest.approx(0.4)
     assert np.isfinite(float(unvoiced["loss"]))
+
+
+def test_pitch_probe_script_reports_every_feature(layouts, tmp_path):
+    """eval/codec_pitch_probe.py end to end on a tiny codec and a small corpus (few probe steps)."""
+    import json
+
+    from speechlm.codec.model import CodecConfig
+    from speechlm.codec.neural import NeuralCodec
+    from speechlm.data.prepare import prepare
+    from speechlm.vocoder.model import VocoderConfig
+    from tests.conftest import eval_script
+
+    root = layouts.generic_table(lines=[f"u{i}|s|Sentence {i}." for i in range(6)])
+    prepare("generic", root, tmp_path / "data", progress=False)
+    torch.manual_seed(0)
+    NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny()).save_pretrained(tmp_path / "codec")
+    probe = eval_script("codec_pitch_probe")
+    out = tmp_path / "report"
+    assert probe.main(["--codec", str(tmp_path / "codec"), "--manifest", str(tmp_path / "data" / "cuts.jsonl.gz"),
+                       "--steps", "3", "--out", str(out)]) == 0
+    report = json.loads((out / "pitch_probe.json").read_text())
+    assert report["utterances"] == 6 and report["held_out"] == 1
+    names = list(report["results"])
+    assert names == ["log-mel (codec input)", f"{tmp_path / 'codec'}: all levels", f"{tmp_path / 'codec'}: level 1"]
+    assert all(0 <= r["voicing_accuracy"] <= 1 for r in report["results"].values())
+    assert "| log-mel (codec input) |" in (out / "pitch_probe.md").read_text()
+    with pytest.raises(SystemExit, match="not found"):
+        probe.main(["--codec", str(tmp_path / "codec"), "--manifest", str(tmp_path / "missing.jsonl.gz")])

@@ -37,7 +37,8 @@ def test_tiny_codec_trains_exports_and_resumes(layouts, tmp_path):
     assert resumed["optimizer_states"][0]["state"]  # optimizer moments came along
 
 
-@pytest.mark.parametrize("overlay", [None, "spectral.yaml"], ids=["gan", "spectral"])
+@pytest.mark.parametrize("overlay", [None, "spectral.yaml", "spectral.yaml+harmonic.yaml"],
+                         ids=["gan", "spectral", "harmonic"])
 def test_tiny_vocoder_stage_on_frozen_tokens(layouts, tmp_path, overlay):
     root = layouts.generic_table(lines=[f"u{i}|s|Sentence {i}." for i in range(4)])
     prepare("generic", root, tmp_path / "data", progress=False)
@@ -49,13 +50,14 @@ def test_tiny_vocoder_stage_on_frozen_tokens(layouts, tmp_path, overlay):
     start = NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny())
     start.save_pretrained(tmp_path / "codec")
     vocoder_cfgs = CONFIGS.parent / "vocoder"
-    overlays = ["-c", str(vocoder_cfgs / overlay)] if overlay else []
+    overlays = [a for name in overlay.split("+") for a in ("-c", str(vocoder_cfgs / name))] if overlay else []
     args = ["vocoder", "-c", str(vocoder_cfgs / "base.yaml"), *overlays, "-c", str(vocoder_cfgs / "tiny.yaml"),
             "--model.codec_dir", str(tmp_path / "codec"), "--data.train_manifests", f"[{manifest}]",
             "--data.val_manifests", f"[{manifest}]", "--trainer.default_root_dir", str(tmp_path / "run"),
             "--model.export_dir", str(tmp_path / "run" / "export"), "--trainer.logger", "false"]
     assert train_main(args) == 0
     tuned = NeuralCodec.from_pretrained(tmp_path / "run" / "export")
+    assert tuned.harmonic == ("harmonic" in (overlay or ""))
     before, after = start.state_dict(), tuned.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("tokenizer."))  # tokens frozen
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vocoder."))  # vocoder learned

@@ -19,7 +19,7 @@ from speechlm.data.prepare import prepare
 from speechlm.errors import SpeechLMError
 from speechlm.inference import Pipeline
 from speechlm.train import main as train_main
-from speechlm.vocoder.lightning import _with_speaker_dim
+from speechlm.vocoder.lightning import _extend_vocoder
 from speechlm.vocoder.model import VocoderConfig
 from tests.conftest import REPO, eval_script, voiced, write_wav
 from tests.test_pipeline import build_tiny_pipeline
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _conditioned(seed: int = 0) -> NeuralCodec:
     torch.manual_seed(seed)
     plain = NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny())
-    codec = _with_speaker_dim(plain, 6).eval()
+    codec = _extend_vocoder(plain, speaker_dim=6).eval()
     torch.nn.init.normal_(codec.vocoder.speaker_proj.weight)  # as if trained: the embedding now matters
     return codec
 
@@ -38,7 +38,7 @@ def _conditioned(seed: int = 0) -> NeuralCodec:
 def test_gaining_conditioning_starts_from_the_same_audio():
     torch.manual_seed(0)
     plain = NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny()).eval()
-    cond = _with_speaker_dim(plain, 6).eval()
+    cond = _extend_vocoder(plain, speaker_dim=6).eval()
     wav = voiced(0.5, 24000)
     codes = plain.encode(wav)
     spk = cond.speaker_embedding(voiced(1.0, 16000, f0=200.0), 16000)
@@ -46,7 +46,7 @@ def test_gaining_conditioning_starts_from_the_same_audio():
     assert torch.equal(plain.decode(codes), cond.decode(codes, speaker=spk))  # zero projection: nothing changed
     assert torch.equal(cond.encode(wav), codes)  # the tokens are the tokenizer's alone
     with pytest.raises(SpeechLMError, match="already voice-conditioned"):
-        _with_speaker_dim(cond, 8)
+        _extend_vocoder(cond, speaker_dim=8)
 
 
 def test_embedding_changes_the_audio_broadcasts_and_streams():

@@ -48,6 +48,19 @@ class NeuralCodec(Codec, torch.nn.Module):
                             None if speaker is None else speaker.to(self.device))
 
     @property
+    def harmonic(self) -> bool:
+        """The vocoder has a harmonic source, whose phase chunked decoding must carry (``codec.streaming``)."""
+        return self.vocoder_config.harmonic
+
+    def _decode_anchored(self, codes: torch.Tensor, speaker: torch.Tensor | None,
+                         anchor: tuple[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_decode`` of a window whose source phase is fixed at one frame; also returns the phase at every
+        100 Hz frame start of the window."""
+        out = self.vocoder.synthesize(self.tokenizer.embed(codes.to(self.device)),
+                                      None if speaker is None else speaker.to(self.device), anchor=anchor)
+        return out.wav, out.phase
+
+    @property
     def speaker_dim(self) -> int:
         return self.vocoder_config.speaker_dim
 

@@ -100,13 +100,24 @@ class StreamingDecoder:
         self.context = full if context is None else context
         self._codes: torch.Tensor | None = None  # every frame received, [B, K, T]
         self._emitted = 0  # frames whose audio has been returned
+        self._phase: torch.Tensor | None = None  # a harmonic vocoder's source phase at frame _emitted
 
     @torch.inference_mode()
     def _render(self, start: int, end: int) -> torch.Tensor:
         total = self._codes.shape[-1]
         lo, hi = max(0, start - self.context), min(total, end + self.context)
-        wav = self.codec._decode(self._codes[..., lo:hi], self.speaker)
         spf = self.codec.samples_per_frame
+        if getattr(self.codec, "harmonic", False):
+            # the source's phase is the one state spanning the whole signal: pin it at `start` to where
+            # the audio already returned left it, then keep where it stands at `end` for the next window
+            per_frame = spf // self.codec.vocoder_config.hop_length
+            if self._phase is None:
+                self._phase = torch.zeros(self._codes.shape[0], dtype=torch.float64)
+            wav, phase = self.codec._decode_anchored(self._codes[..., lo:hi], self.speaker,
+                                                     ((start - lo) * per_frame, self._phase))
+            self._phase = phase[:, (end - lo) * per_frame].cpu()
+        else:
+            wav = self.codec._decode(self._codes[..., lo:hi], self.speaker)
         return wav[..., (start - lo) * spf: (end - lo) * spf]
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:

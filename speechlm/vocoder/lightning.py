@@ -15,6 +15,11 @@ keeps learning on the frozen tokens while the LM trains beside it, and the GAN s
 without conditioning gains a reference encoder and a zero projection, so it starts from exactly the
 audio it made before. Batches are then ``(crops, references)`` (``data.reference_seconds``), and
 ``reference_dropout`` of the steps' rows go without a reference, so decoding without one still works.
+
+``harmonic: true`` gives the vocoder a harmonic source (``speechlm.vocoder.harmonic``), added to an export
+without one through a zero gate, as for voice conditioning. Training drives the source with the target
+F0 (WORLD DIO, ``speechlm.codec.pitch.f0_frames``) and teaches the vocoder's own F0 prediction with
+``pitch_weight`` x the pitch loss; validation decodes with the predicted F0, as inference does.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from vocos.loss import DiscriminatorLoss, FeatureMatchingLoss, GeneratorLoss
 
 from speechlm.codec.lightning import ExportsCodec, warmup_cosine
 from speechlm.codec.neural import NeuralCodec
+from speechlm.codec.pitch import f0_frames, pitch_loss
 from speechlm.errors import SpeechLMError
 from speechlm.vocoder.losses import MultiResolutionMelLoss, MultiResolutionSTFTLoss
 
@@ -37,13 +43,18 @@ class VocoderModule(ExportsCodec, L.LightningModule):
                  mel_weight: float = 45.0, fm_weight: float = 2.0, mrd_weight: float = 0.1,
                  gan_start_step: int | None = 0, mpd_periods: list[int] = (2, 3, 5, 7, 11),
                  stft_weight: float = 0.0, export_dir: str | None = None, speaker_dim: int | None = None,
-                 reference_dropout: float = 0.1):
+                 reference_dropout: float = 0.1, harmonic: bool | None = None, pitch_weight: float = 1.0):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.model = NeuralCodec.from_pretrained(codec_dir).train()
+        changes = {}
         if speaker_dim is not None and speaker_dim != self.model.vocoder_config.speaker_dim:
-            self.model = _with_speaker_dim(self.model, speaker_dim).train()
+            changes["speaker_dim"] = speaker_dim
+        if harmonic is not None and harmonic != self.model.vocoder_config.harmonic:
+            changes["harmonic"] = harmonic
+        if changes:
+            self.model = _extend_vocoder(self.model, **changes).train()
         self.model.tokenizer.requires_grad_(False)
         self.gan = gan_start_step is not None
         if self.gan:  # each period is an 8M-parameter sub-discriminator: tiny test configs use one
@@ -52,8 +63,10 @@ class VocoderModule(ExportsCodec, L.LightningModule):
         self.mel_loss = MultiResolutionMelLoss(self.model.sample_rate)
         self.stft_loss = MultiResolutionSTFTLoss() if stft_weight > 0 else None
 
-    def _generate(self, wav: torch.Tensor, reference: torch.Tensor | None = None,
-                  dropout: float = 0.0) -> torch.Tensor:
+    def _generate(self, wav: torch.Tensor, reference: torch.Tensor | None = None, dropout: float = 0.0,
+                  teacher_f0: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The decoded crops and, for a harmonic vocoder, the pitch loss (target F0 drives the source
+        when ``teacher_f0``, the predicted one otherwise)."""
         with torch.no_grad():
             self.model.tokenizer.eval()  # frozen: no EMA codebook updates, no dead-code re-seeding
             latent = self.model.tokenizer(wav).latent
@@ -66,7 +79,12 @@ class VocoderModule(ExportsCodec, L.LightningModule):
             if dropout:  # some rows decode with no reference at all, as a caller without one will
                 keep = (torch.rand(speaker.shape[0], 1, device=speaker.device) >= dropout).to(speaker.dtype)
                 speaker = speaker * keep
-        return self.model.vocoder(latent, speaker)[..., : wav.shape[-1]]
+        if not self.model.harmonic:
+            return self.model.vocoder(latent, speaker)[..., : wav.shape[-1]], None
+        cfg = self.model.vocoder_config
+        f0 = f0_frames(wav, cfg.sample_rate, cfg.hop_length)
+        out = self.model.vocoder.synthesize(latent, speaker, f0=f0 if teacher_f0 else None)
+        return out.wav[..., : wav.shape[-1]], pitch_loss(out.pitch, f0)["loss"]
 
     @staticmethod
     def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -77,7 +95,7 @@ class VocoderModule(ExportsCodec, L.LightningModule):
         opts, scheds = self.optimizers(), self.lr_schedulers()
         opt_g, sched_g = (opts[0], scheds[0]) if self.gan else (opts, scheds)
         wav, reference = self._unpack(batch)
-        y_hat = self._generate(wav, reference, h.reference_dropout)
+        y_hat, pitch = self._generate(wav, reference, h.reference_dropout, teacher_f0=True)
         use_gan = self.gan and self.global_step >= h.gan_start_step
 
         if use_gan:
@@ -95,6 +113,9 @@ class VocoderModule(ExportsCodec, L.LightningModule):
 
         mel = self.mel_loss(y_hat, wav)
         loss_g = h.mel_weight * mel
+        if pitch is not None:
+            loss_g = loss_g + h.pitch_weight * pitch
+            self.log("train/pitch", pitch)
         if self.stft_loss is not None:
             stft = self.stft_loss(y_hat, wav)
             loss_g = loss_g + h.stft_weight * stft
@@ -117,7 +138,10 @@ class VocoderModule(ExportsCodec, L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         wav, reference = self._unpack(batch)
-        self.log("val/mel", self.mel_loss(self._generate(wav, reference), wav), prog_bar=True, sync_dist=True)
+        y_hat, pitch = self._generate(wav, reference)
+        self.log("val/mel", self.mel_loss(y_hat, wav), prog_bar=True, sync_dist=True)
+        if pitch is not None:
+            self.log("val/pitch", pitch, sync_dist=True)
 
     def configure_optimizers(self):
         h = self.hparams
@@ -129,14 +153,21 @@ class VocoderModule(ExportsCodec, L.LightningModule):
         return opts, [{"scheduler": s, "interval": "step"} for s in sched]
 
 
-def _with_speaker_dim(codec: NeuralCodec, speaker_dim: int) -> NeuralCodec:
-    """The same codec with a vocoder of another ``speaker_dim``: every shared weight carried over; a new
-    reference encoder and zero projection when gaining conditioning."""
-    if codec.vocoder_config.speaker_dim:
-        raise SpeechLMError(f"the codec's vocoder is already voice-conditioned (speaker_dim "
-                            f"{codec.vocoder_config.speaker_dim}); model.speaker_dim {speaker_dim} would drop that")
-    cfg = dataclasses.replace(codec.vocoder_config, speaker_dim=speaker_dim)
-    other = NeuralCodec(codec.codec_config, cfg, codec.info.name, codec.info.version)
+NEW_PARTS = {"speaker_dim": ("vocoder.reference.", "vocoder.speaker_proj."),
+             "harmonic": ("vocoder.pitch.", "vocoder.harmonic_filter.", "vocoder.harmonic_gate")}
+
+
+def _extend_vocoder(codec: NeuralCodec, **changes) -> NeuralCodec:
+    """The same codec with a vocoder that gains voice conditioning (``speaker_dim``) and/or a harmonic source
+    (``harmonic=True``): every shared weight carried over, the new parts starting at zero effect."""
+    old = codec.vocoder_config
+    if changes.get("speaker_dim") is not None and old.speaker_dim:
+        raise SpeechLMError(f"the codec's vocoder is already voice-conditioned (speaker_dim {old.speaker_dim}); "
+                            f"model.speaker_dim {changes['speaker_dim']} would drop that")
+    if changes.get("harmonic") is False and old.harmonic:
+        raise SpeechLMError("the codec's vocoder has a harmonic source; model.harmonic false would drop it")
+    other = NeuralCodec(codec.codec_config, dataclasses.replace(old, **changes), codec.info.name, codec.info.version)
     missing, unexpected = other.load_state_dict(codec.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith(("vocoder.reference.", "vocoder.speaker_proj.")) for k in missing)
+    new = tuple(p for k in changes for p in NEW_PARTS[k])
+    assert not unexpected and all(k.startswith(new) for k in missing)
     return other

@@ -12,6 +12,11 @@ prompt already gives the LM the voice. The reference is another utterance of the
 training (another crop of the same one where a speaker has only one), the voice prompt in
 synthesis. The projection starts at zero, so a vocoder gaining conditioning starts as it was; with
 no reference (``speaker=None``) the decoder runs unconditioned, as training's reference dropout taught it.
+
+Harmonic source (``harmonic: true``, ``speechlm.vocoder.harmonic``): the backbone also predicts voicing
+and F0 per 100 Hz frame, a pulse train at that F0 is analysed into the head's STFT frames, shaped by a
+learned per-bin magnitude and added, through a gate that starts at zero, to the head's own spectrum.
+Training passes the target F0 (teacher forcing); decoding uses the predicted one.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from speechlm.vocoder.harmonic import excitation, fill_unvoiced, stft_same
 from vocos.heads import ISTFTHead
 from vocos.models import VocosBackbone
 
@@ -35,6 +42,8 @@ class VocoderConfig:
     n_fft: int = 1024
     hop_length: int = 240
     speaker_dim: int = 0  # voice embedding size from a reference clip; 0 = not voice-conditioned
+    harmonic: bool = False  # add a harmonic source at the predicted F0 (speechlm.vocoder.harmonic)
+    harmonic_max_hz: float = 8000.0  # the source's highest harmonic
 
     @classmethod
     def tiny(cls) -> "VocoderConfig":
@@ -73,6 +82,13 @@ class ReferenceEncoder(nn.Module):
         return self.out(torch.cat([h.mean(-1), h.std(-1, unbiased=False)], dim=-1))
 
 
+@dataclass
+class VocoderOutput:
+    wav: torch.Tensor  # [B, T100 * hop_length]
+    pitch: torch.Tensor | None = None  # [B, 2, T100]: voicing logit, log2(F0 / 100 Hz) (harmonic only)
+    phase: torch.Tensor | None = None  # [B, T100 + 1]: the source's phase at each frame start (harmonic only)
+
+
 class Vocoder(nn.Module):
     """``latent [B, latent_dim, T]`` (+ a voice embedding ``[B or 1, speaker_dim]``) -> ``wav [B, T * upsample * hop_length]``."""
 
@@ -90,6 +106,12 @@ class Vocoder(nn.Module):
             self.speaker_proj = nn.Linear(cfg.speaker_dim, cfg.dim)
             nn.init.zeros_(self.speaker_proj.weight)  # adding conditioning to a trained vocoder changes nothing yet
             nn.init.zeros_(self.speaker_proj.bias)
+        if cfg.harmonic:
+            self.pitch = nn.Linear(cfg.dim, 2)  # voicing logit, log2(F0 / 100 Hz)
+            self.harmonic_filter = nn.Linear(cfg.dim, cfg.n_fft // 2 + 1)  # log magnitude per bin
+            nn.init.zeros_(self.harmonic_filter.weight)
+            nn.init.constant_(self.harmonic_filter.bias, -3.0)  # ~0.05 per unit harmonic: speech's order
+            self.harmonic_gate = nn.Parameter(torch.zeros(()))  # 0: gaining the source changes nothing yet
 
     def embed_reference(self, wav: torch.Tensor) -> torch.Tensor:
         """Reference audio ``[B, L]`` at the vocoder's sample rate -> voice embedding ``[B, speaker_dim]``
@@ -98,17 +120,43 @@ class Vocoder(nn.Module):
 
     def forward(self, latent: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
         """``speaker`` is checked where callers pass it in (``codec.base.check_speaker``)."""
+        return self.synthesize(latent, speaker).wav
+
+    def synthesize(self, latent: torch.Tensor, speaker: torch.Tensor | None = None, f0: torch.Tensor | None = None,
+                   anchor: tuple[int, torch.Tensor] | None = None) -> VocoderOutput:
+        """The waveform and, for a harmonic vocoder, its pitch predictions and source phase.
+
+        ``f0 [B, T100]`` (Hz, 0 = unvoiced) replaces the predicted F0 (training's teacher forcing);
+        ``anchor = (frame, phase [B])`` fixes the source's phase at a frame (chunked decoding).
+        """
         x = self.upsample(latent)
         if self.cfg.speaker_dim:  # no reference: the zero embedding that reference dropout trained
             speaker = x.new_zeros(1, self.cfg.speaker_dim) if speaker is None else speaker
             x = x + self.speaker_proj(speaker.to(x.dtype))[..., None]
-        x = self.backbone(x)
+        x = self.backbone(x)  # [B, T100, dim]
         with torch.autocast(latent.device.type, enabled=False):  # the inverse STFT wants fp32
-            return self.head(x.float())
+            x = x.float()
+            mag, p = self.head.out(x).transpose(1, 2).chunk(2, dim=1)  # vocos' ISTFTHead, spectrum kept
+            spec = torch.exp(mag).clip(max=1e2) * (torch.cos(p) + 1j * torch.sin(p))
+            if not self.cfg.harmonic:
+                return VocoderOutput(self.head.istft(spec))
+            pitch = self.pitch(x).transpose(1, 2)
+            with torch.no_grad():  # the source is not differentiated: F0 is learned by its own loss
+                if f0 is None:
+                    track, voiced = 100.0 * torch.exp2(pitch[:, 1]), torch.sigmoid(pitch[:, 0])
+                else:
+                    track, voiced = fill_unvoiced(f0), (f0 > 0).float()
+                source, phase = excitation(track, voiced, self.cfg.hop_length, self.cfg.sample_rate,
+                                           self.cfg.harmonic_max_hz, anchor)
+                source = stft_same(source, self.cfg.n_fft, self.cfg.hop_length, self.head.istft.window)
+            shaped = torch.exp(self.harmonic_filter(x).transpose(1, 2).clamp(max=4.0)) * source
+            return VocoderOutput(self.head.istft(spec + self.harmonic_gate * shaped), pitch, phase)
 
     @property
     def receptive_frames(self) -> int:
         """Codec frames of context on each side that influence an output frame (for chunked decoding)."""
         cfg = self.cfg
         per_100hz = 3 + 3 * cfg.num_layers + cfg.n_fft // cfg.hop_length  # embed k7, ConvNeXt k7, ISTFT overlap
+        if cfg.harmonic:  # the source's STFT frames overlap as far again, and its F0 is interpolated
+            per_100hz += cfg.n_fft // cfg.hop_length + 1
         return 1 + -(-per_100hz // cfg.upsample)

@@ -82,6 +82,27 @@ def probe_score(train: list, test: list, steps: int, seed: int) -> dict[str, flo
             "f0_gross_errors": float((c > 200).float().mean()) if c.numel() else None, "scored_frames": int(c.numel())}
 
 
+def utterance_features(codecs: dict, wav) -> tuple[dict, "torch.Tensor"]:
+    """The probe's inputs for one utterance ``wav [L]`` at the codecs' rate, all ``[D, T100]`` with T100 the
+    number of F0 frames: the log-mel, and each codec's quantized latent (all levels, level 1) repeated to 100 Hz."""
+    import torch
+
+    from speechlm.codec.pitch import f0_frames
+
+    cfg = next(iter(codecs.values())).codec_config
+    frame, hop = cfg.samples_per_frame, cfg.hop_length
+    wav = wav[: wav.numel() // frame * frame]  # whole codec frames, so every feature has the same length
+    feats = {}
+    with torch.no_grad():
+        for spec, codec in codecs.items():
+            tok = codec.tokenizer
+            feats.setdefault("log-mel (codec input)", tok.mel(wav[None])[0])
+            codes = tok.encode(wav[None])
+            for k, name in ((codes.shape[1], "all levels"), (1, "level 1")):
+                feats[f"{spec}: {name}"] = tok.embed(codes[:, :k])[0].repeat_interleave(frame // hop, -1)
+    return feats, f0_frames(wav[None], cfg.sample_rate, hop)[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--codec", action="append", required=True, help="a saved codec folder or 'default' (repeatable)")
@@ -99,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from speechlm.codec.neural import NeuralCodec
-    from speechlm.codec.pitch import f0_frames
     from speechlm.codec.registry import load_codec
 
     torch.set_num_threads(args.threads)
@@ -110,30 +130,17 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"{spec}: not a speechlm codec (the probe reads its quantized latent)")
         codecs[spec] = codec
     first = next(iter(codecs.values()))
-    sr, hop = first.codec_config.sample_rate, first.codec_config.hop_length
-    frame = first.codec_config.samples_per_frame
+    sr = first.codec_config.sample_rate
     manifests = args.manifest or [REPO / m for m in DEFAULT_MANIFESTS]
 
-    rows = []  # per utterance: {feature name: [D, T100]}, f0 [T100]
+    rows = []  # per utterance: ({feature name: [D, T100]}, f0 [T100])
     for _, path in tqdm(load_items(manifests, args.per_manifest, args.seed), desc="features", file=sys.stderr):
         wav, rate = sf.read(path, dtype="float32", always_2d=True)
         wav = torch.from_numpy(wav.mean(1))
         if rate != sr:
             wav = torchaudio.functional.resample(wav, rate, sr)
-        wav = wav[: int(MAX_SECONDS * sr) // frame * frame]
-        if wav.numel() < 8 * frame:
-            continue
-        n = wav.numel() // hop
-        feats = {}
-        with torch.no_grad():
-            for spec, codec in codecs.items():
-                tok = codec.tokenizer
-                mel = tok.mel(wav[None])
-                feats.setdefault("log-mel (codec input)", mel[0])
-                codes = tok.encode(wav[None])
-                for k, name in ((codes.shape[1], "all levels"), (1, "level 1")):
-                    feats[f"{spec}: {name}"] = tok.embed(codes[:, :k])[0].repeat_interleave(frame // hop, -1)[:, :n]
-        rows.append((feats, f0_frames(wav[None], sr, hop)[0]))
+        if wav.numel() >= 8 * first.codec_config.samples_per_frame:
+            rows.append(utterance_features(codecs, wav[: int(MAX_SECONDS * sr)]))
     if len(rows) < 5:
         sys.exit(f"only {len(rows)} usable utterances (need 5)")
     random.Random(args.seed).shuffle(rows)

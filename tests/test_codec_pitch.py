@@ -75,3 +75,8 @@ def test_pitch_probe_script_reports_every_feature(layouts, tmp_path):
     assert "| log-mel (codec input) |" in (out / "pitch_probe.md").read_text()
     with pytest.raises(SystemExit, match="not found"):
         probe.main(["--codec", str(tmp_path / "codec"), "--manifest", str(tmp_path / "missing.jsonl.gz")])
+
+    codec = NeuralCodec.from_pretrained(tmp_path / "codec")
+    feats, f0 = probe.utterance_features({"c": codec}, torch.from_numpy(voiced(0.77, 24000)))  # 19.25 frames
+    assert f0.shape == (76,) and {name: x.shape[-1] for name, x in feats.items()} == \
+        {"log-mel (codec input)": 76, "c: all levels": 76, "c: level 1": 76}

@@ -2,9 +2,9 @@
 has to read voicing and F0 back from the quantized latent.
 
 Why: trained on mel + STFT losses alone, codec v2's tokens dropped pitch. A conv probe trained to read
-F0 from them missed by 195 cents (median, 49 % of voiced frames off by more than 200 cents), against
-21 cents from the log-mel they were computed from (``exp``-style probe, 400 train utterances; the
-figures are in configs/codec/pitch.yaml). A vocoder cannot restore harmonics the tokens do not
+F0 from them missed by 194 cents (median; 49 % of voiced frames off by more than 200 cents), against
+47 cents from the log-mel they were computed from (``eval/codec_pitch_probe.py``; the figures are in
+configs/codec/pitch.yaml). A vocoder cannot restore harmonics the tokens do not
 describe: codec v2's decoded speech was voiced in 25 % of frames against 61 % in the original
 (eval/codec_diagnosis.py). The head is small on purpose, so the latent itself has to carry F0; it is a
 training-time part only and is not saved with the codec.

@@ -1,5 +1,5 @@
-"""The vocoder's harmonic source (speechlm.vocoder.harmonic): the pulse train, its STFT framing, the zero
-start, teacher forcing, and chunked decoding that carries the source's phase."""
+"""The vocoder's harmonic source (speechlm.vocoder.harmonic): the pulse train, its STFT framing, gaining it,
+teacher forcing, and chunked decoding that carries the source's phase."""
 
 from __future__ import annotations
 
@@ -58,19 +58,21 @@ def _harmonic(seed: int = 0) -> NeuralCodec:
     torch.manual_seed(seed)
     plain = NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny()).eval()
     codec = _extend_vocoder(plain, harmonic=True).eval()
-    with torch.no_grad():  # as if trained: the source now sounds
-        codec.vocoder.harmonic_gate.fill_(1.0)
+    with torch.no_grad():  # as if trained: the filter varies by frame
         torch.nn.init.normal_(codec.vocoder.harmonic_filter.weight, std=0.1)
     return codec
 
 
-def test_gaining_the_source_starts_from_the_same_audio_and_teacher_forcing_drives_it():
+def test_gaining_the_source_keeps_every_weight_and_teacher_forcing_drives_it():
     torch.manual_seed(0)
     plain = NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny()).eval()
     codec = _extend_vocoder(plain, harmonic=True).eval()
     codes = plain.encode(voiced(0.5, SR))
     assert codec.harmonic and not plain.harmonic
-    assert torch.equal(plain.decode(codes), codec.decode(codes))  # gate 0: nothing changed
+    state = codec.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in plain.state_dict().items())
+    assert float(codec.vocoder.harmonic_gate) == 1.0  # the source sounds from the start (a zero gate stays zero)
+    assert not torch.allclose(plain.decode(codes), codec.decode(codes))
     with pytest.raises(SpeechLMError, match="harmonic source"):
         _extend_vocoder(codec, harmonic=False)
 

@@ -8,7 +8,7 @@ is what the GAN stage normally teaches. Given an F0 track, a source-filter model
 construction, the way NSF (Wang et al. 2019) and DDSP (Engel et al. 2020) vocoders do, and DDSP shows
 spectral losses are enough to train the filter. The vocoder predicts voicing and F0 from the tokens
 (codec v3 carries pitch: ``configs/codec/pitch.yaml``); the excitation's STFT, shaped by a learned
-per-bin magnitude and a gate that starts at zero, is added to the head's own spectrum, which keeps the
+per-bin magnitude and a learned gate, is added to the head's own spectrum, which keeps the
 noise and everything aperiodic.
 
 The excitation is a sum of unit cosines at ``k * F0`` up to ``max_hz`` (closed form, the Dirichlet

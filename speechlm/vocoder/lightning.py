@@ -17,7 +17,7 @@ audio it made before. Batches are then ``(crops, references)`` (``data.reference
 ``reference_dropout`` of the steps' rows go without a reference, so decoding without one still works.
 
 ``harmonic: true`` gives the vocoder a harmonic source (``speechlm.vocoder.harmonic``), added to an export
-without one through a zero gate, as for voice conditioning. Training drives the source with the target
+without one (its shared weights carried over, the source at full gate). Training drives the source with the target
 F0 (WORLD DIO, ``speechlm.codec.pitch.f0_frames``) and teaches the vocoder's own F0 prediction with
 ``pitch_weight`` x the pitch loss; validation decodes with the predicted F0, as inference does.
 """

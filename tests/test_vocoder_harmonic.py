@@ -71,7 +71,7 @@ def test_gaining_the_source_keeps_every_weight_and_teacher_forcing_drives_it():
     assert codec.harmonic and not plain.harmonic
     state = codec.state_dict()
     assert all(torch.equal(v, state[k]) for k, v in plain.state_dict().items())
-    assert float(codec.vocoder.harmonic_gate) == 1.0  # the source sounds from the start (a zero gate stays zero)
+    assert codec.vocoder.harmonic_gate.item() == 1.0  # the source sounds from the start (a zero gate stays zero)
     assert not torch.allclose(plain.decode(codes), codec.decode(codes))
     with pytest.raises(SpeechLMError, match="harmonic source"):
         _extend_vocoder(codec, harmonic=False)

@@ -24,22 +24,27 @@ import json
 import random
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFESTS = ["exp/data/libri100/cuts.jsonl.gz", "exp/data/synth_default/cuts_train.jsonl.gz"]
 MAX_SECONDS = 8.0
 
 
-def load_items(manifests: list[Path], per_manifest: int, seed: int) -> list[tuple[str, str]]:
-    """(cut id, audio path) pairs, ``per_manifest`` drawn from each manifest."""
+def load_items(manifests: list[Path], per_manifest: int, seed: int) -> list[str]:
+    """Audio paths, ``per_manifest`` drawn from each manifest."""
     rng = random.Random(seed)
     items = []
     for m in manifests:
         if not m.exists():
             sys.exit(f"{m}: manifest not found (make codec-data builds the default ones)")
-        rows = [json.loads(line) for line in gzip.open(m, "rt")]
+        with gzip.open(m, "rt", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
         rng.shuffle(rows)
-        items += [(r["id"], r["recording"]["sources"][0]["source"]) for r in rows[:per_manifest]]
+        items += [r["recording"]["sources"][0]["source"] for r in rows[:per_manifest]]
     return items
 
 
@@ -48,7 +53,7 @@ def probe_score(train: list, test: list, steps: int, seed: int) -> dict[str, flo
     import torch
     from torch import nn
 
-    from speechlm.codec.pitch import pitch_loss
+    from speechlm.codec.pitch import cents_error, pitch_loss
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -76,13 +81,13 @@ def probe_score(train: list, test: list, steps: int, seed: int) -> dict[str, flo
             acc.append(float((said == voiced).float().sum()))
             frames += f.numel()
             both = said & voiced
-            cents.append(1200 * (pred[1][both] - torch.log2(f[both] / 100.0)).abs())
+            cents.append(cents_error(pred[1][both], f[both]))
     c = torch.cat(cents)
     return {"voicing_accuracy": sum(acc) / frames, "f0_error_cents_median": float(c.median()) if c.numel() else None,
             "f0_gross_errors": float((c > 200).float().mean()) if c.numel() else None, "scored_frames": int(c.numel())}
 
 
-def utterance_features(codecs: dict, wav) -> tuple[dict, "torch.Tensor"]:
+def utterance_features(codecs: dict, wav: torch.Tensor) -> tuple[dict, torch.Tensor]:
     """The probe's inputs for one utterance ``wav [L]`` at the codecs' rate, all ``[D, T100]`` with T100 the
     number of F0 frames: the log-mel, and each codec's quantized latent (all levels, level 1) repeated to 100 Hz."""
     import torch
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     manifests = args.manifest or [REPO / m for m in DEFAULT_MANIFESTS]
 
     rows = []  # per utterance: ({feature name: [D, T100]}, f0 [T100])
-    for _, path in tqdm(load_items(manifests, args.per_manifest, args.seed), desc="features", file=sys.stderr):
+    for path in tqdm(load_items(manifests, args.per_manifest, args.seed), desc="features", file=sys.stderr):
         wav, rate = sf.read(path, dtype="float32", always_2d=True)
         wav = torch.from_numpy(wav.mean(1))
         if rate != sr:
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(r: dict) -> str:
-    fmt = lambda v, f: "–" if v is None else f.format(v)  # noqa: E731
+    fmt = lambda v, f: "–" if v is None else f.format(v)
     lines = [f"# Pitch probe: {r['utterances']} utterances ({r['held_out']} held out), {r['steps']} probe steps", "",
              "| feature | voicing accuracy | F0 error, median (cents) | frames off > 200 cents |", "|---|---|---|---|"]
     for name, s in r["results"].items():

@@ -9,8 +9,8 @@ describe: codec v2's decoded speech was voiced in 25 % of frames against 61 % in
 (eval/codec_diagnosis.py). The head is small on purpose, so the latent itself has to carry F0; it is a
 training-time part only and is not saved with the codec.
 
-F0 comes from WORLD's DIO + StoneMask (``pyworld``, ~8 ms per second of 24 kHz audio on one core),
-one value per analysis hop, 0 where unvoiced.
+F0 comes from WORLD's DIO + StoneMask (``pyworld``, cheap enough to run on every training batch), one
+value per analysis hop, 0 where unvoiced.
 """
 
 from __future__ import annotations
@@ -57,6 +57,11 @@ class PitchHead(nn.Module):
         return self.out(h)
 
 
+def cents_error(log2_pred: torch.Tensor, f0: torch.Tensor) -> torch.Tensor:
+    """|predicted - true| F0 in cents, for predictions in log2(F0 / F0_REF) and true F0 in Hz (voiced frames)."""
+    return 1200 * (log2_pred - torch.log2(f0 / F0_REF)).abs()
+
+
 def pitch_loss(pred: torch.Tensor, f0: torch.Tensor) -> dict[str, torch.Tensor]:
     """Voicing BCE + L1 on log2-F0 (octaves) over voiced frames, and two readable scores: voicing
     accuracy and the median F0 error in cents where both say voiced."""
@@ -65,14 +70,12 @@ def pitch_loss(pred: torch.Tensor, f0: torch.Tensor) -> dict[str, torch.Tensor]:
     voiced = f0 > 0
     bce = F.binary_cross_entropy_with_logits(pred[:, 0], voiced.float())
     if voiced.any():
-        err = pred[:, 1][voiced] - torch.log2(f0[voiced] / F0_REF)
-        l1 = err.abs().mean()
+        l1 = cents_error(pred[:, 1][voiced], f0[voiced]).mean() / 1200  # in octaves
     else:
         l1 = pred.sum() * 0.0
     with torch.no_grad():
         said = pred[:, 0] > 0
         both = said & voiced
-        cents = (1200 * (pred[:, 1][both] - torch.log2(f0[both] / F0_REF)).abs()).median() if both.any() \
-            else torch.tensor(math.nan)
+        cents = cents_error(pred[:, 1][both], f0[both]).median() if both.any() else torch.tensor(math.nan)
         acc = (said == voiced).float().mean()
     return {"loss": bce + l1, "voicing_acc": acc, "cents": cents}

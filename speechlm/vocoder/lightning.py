@@ -159,7 +159,8 @@ NEW_PARTS = {"speaker_dim": ("vocoder.reference.", "vocoder.speaker_proj."),
 
 def _extend_vocoder(codec: NeuralCodec, **changes) -> NeuralCodec:
     """The same codec with a vocoder that gains voice conditioning (``speaker_dim``) and/or a harmonic source
-    (``harmonic=True``): every shared weight carried over, the new parts starting at zero effect."""
+    (``harmonic=True``): every shared weight carried over. The reference projection starts at zero (the
+    audio is unchanged); the harmonic source starts sounding (its gate at 1, see ``speechlm.vocoder.model``)."""
     old = codec.vocoder_config
     if changes.get("speaker_dim") is not None and old.speaker_dim:
         raise SpeechLMError(f"the codec's vocoder is already voice-conditioned (speaker_dim {old.speaker_dim}); "

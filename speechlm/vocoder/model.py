@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-
-from speechlm.vocoder.harmonic import excitation, fill_unvoiced, stft_same
 from vocos.heads import ISTFTHead
 from vocos.models import VocosBackbone
+
+from speechlm.codec.pitch import F0_REF
+from speechlm.vocoder.harmonic import excitation, fill_unvoiced, stft_same
 
 
 @dataclass
@@ -107,7 +108,7 @@ class Vocoder(nn.Module):
             nn.init.zeros_(self.speaker_proj.weight)  # adding conditioning to a trained vocoder changes nothing yet
             nn.init.zeros_(self.speaker_proj.bias)
         if cfg.harmonic:
-            self.pitch = nn.Linear(cfg.dim, 2)  # voicing logit, log2(F0 / 100 Hz)
+            self.pitch = nn.Linear(cfg.dim, 2)  # voicing logit, log2(F0 / F0_REF), as codec.pitch.pitch_loss reads them
             self.harmonic_filter = nn.Linear(cfg.dim, cfg.n_fft // 2 + 1)  # log magnitude per bin
             nn.init.zeros_(self.harmonic_filter.weight)
             nn.init.constant_(self.harmonic_filter.bias, -3.0)  # ~0.05 per unit harmonic: speech's order
@@ -146,7 +147,7 @@ class Vocoder(nn.Module):
             pitch = self.pitch(x).transpose(1, 2)
             with torch.no_grad():  # the source is not differentiated: F0 is learned by its own loss
                 if f0 is None:
-                    track, voiced = 100.0 * torch.exp2(pitch[:, 1]), torch.sigmoid(pitch[:, 0])
+                    track, voiced = F0_REF * torch.exp2(pitch[:, 1]), torch.sigmoid(pitch[:, 0])
                 else:
                     track, voiced = fill_unvoiced(f0), (f0 > 0).float()
                 source, phase = excitation(track, voiced, self.cfg.hop_length, self.cfg.sample_rate,

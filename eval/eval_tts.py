@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=None, help="sampling overrides (default: the pipeline's)")
     ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--top-p", type=float, default=None)
+    ap.add_argument("--cfg-scale", type=float, default=None,
+                    help="classifier-free guidance (1: off; > 1 needs an LM trained with data.text_dropout)")
     ap.add_argument("--align-end-seconds", type=float, default=None,
                     help="alignment guard of a guided-attention LM (default: the pipeline's; 0 turns it off)")
     ap.add_argument("--durations-only", action="store_true",
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     requests = []
     for s, v in picked:
         cut = by_sentence[s][v]
-        options = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+        options = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                   "cfg_scale": args.cfg_scale}
         requests.append(Request(cut.supervisions[0].text, v, seed=args.seed, id=f"{v}_{s}", options=options))
     order = sorted(range(len(requests)), key=lambda i: len(requests[i].text))
     results: dict[str, dict] = {}
@@ -211,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or ''}".strip(", "),
         "model": str(args.model), "pipeline": repr(pipe), "split": args.split, "items": len(picked),
         "alignment_guard": repr(pipe.alignment_guard()),
-        "sampling": {**{k: getattr(pipe.defaults, k) for k in ("temperature", "top_k", "top_p")},
+        "sampling": {**{k: getattr(pipe.defaults, k) for k in ("temperature", "top_k", "top_p", "cfg_scale")},
                      **{k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k),
-                                          ("top_p", args.top_p)) if v is not None}},
+                                          ("top_p", args.top_p), ("cfg_scale", args.cfg_scale)) if v is not None}},
         "failed": sorted(k for k, r in results.items() if "error" in r),
         "errors": {k: r["error"] for k, r in results.items() if "error" in r},
         "synthesis": {"wall_s": synth_seconds, "audio_s": audio_seconds,

@@ -171,6 +171,8 @@ def _synthesis_arguments(p: ArgumentParser) -> None:
     p.add_argument("--temperature", type=float | None, default=None, help="default: the pipeline's")
     p.add_argument("--top_k", type=int | None, default=None)
     p.add_argument("--top_p", type=float | None, default=None)
+    p.add_argument("--cfg_scale", type=float | None, default=None,
+                   help="classifier-free guidance (1: off; default: the pipeline's)")
     p.add_argument("--max_frames", type=int | None, default=None,
                    help="cap on frames per sentence (default: the length guard, from the text's length)")
     p.add_argument("--quantize", choices=("auto", "none", "int8"), default="auto",
@@ -180,7 +182,7 @@ def _synthesis_arguments(p: ArgumentParser) -> None:
 
 def _synthesis_options(args) -> dict:
     return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-            "max_frames": args.max_frames}
+            "cfg_scale": args.cfg_scale, "max_frames": args.max_frames}
 
 
 def _voice_arg(args) -> str | None:

@@ -32,6 +32,7 @@ import shutil
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -58,7 +59,7 @@ from speechlm.text.tokenizer import TextTokenizer
 
 BUNDLED = Path(__file__).resolve().parent / "pretrained"
 # ``phonemes``: the text is already the front-end's output (a chat reply), so it is not normalized again
-OPTIONS = ("temperature", "top_k", "top_p", "repetition_window", "min_frames", "max_frames", "phonemes")
+OPTIONS = ("temperature", "top_k", "top_p", "repetition_window", "cfg_scale", "min_frames", "max_frames", "phonemes")
 
 
 @dataclass
@@ -69,6 +70,7 @@ class _Plan:
     index: int  # position among the request's segments (seeds derive from it)
     segment: Segment
     prompt: torch.Tensor | None = None  # [K, S]
+    uncond: torch.Tensor | None = None  # [K, S'] the same voice prompt without the text (classifier-free guidance)
     min_frames: int = 1
     max_frames: int = 1
     codes: torch.Tensor | None = None  # [K, T] once generated
@@ -342,7 +344,7 @@ class Pipeline:
                 if not fits(piece.text):
                     raise SpeechLMError(f"{piece.text!r} does not fit the LM's {limit} steps even alone; the voice "
                                         f"prompt takes {prompt_of([]).shape[-1]} of them: use a shorter voice")
-                plan.prompt = prompt_of(ids)
+                plan.prompt, plan.uncond = prompt_of(ids), prompt_of([])
                 plan.min_frames, plan.max_frames = self._frames(len(ids), opts)
             plans.append(plan)
         if all(p.prompt is None for p in plans):
@@ -358,22 +360,37 @@ class Pipeline:
         return AlignmentGuard(max(guided["layers"]), 0, d.align_end_tokens,
                               max(1, round(d.align_end_seconds * self.codec.frame_rate)))
 
+    def _option(self, opts: dict, name: str):
+        return opts[name] if opts.get(name) is not None else getattr(self.defaults, name)
+
     def _sampling(self, opts: dict) -> SamplingConfig:
-        d = self.defaults
-        get = lambda name: opts[name] if opts.get(name) is not None else getattr(d, name)  # noqa: E731
+        get = partial(self._option, opts)
         return SamplingConfig(temperature=get("temperature"), top_k=get("top_k"), top_p=get("top_p"),
-                              repetition_window=get("repetition_window"), repetition_ratio=d.repetition_ratio)
+                              repetition_window=get("repetition_window"),
+                              repetition_ratio=self.defaults.repetition_ratio)
+
+    def _generation(self, plans: list[_Plan], opts: dict, seed: int | None
+                    ) -> tuple[GenerationConfig, list[torch.Tensor] | None]:
+        """The generation settings of ``plans`` (one batch) and, with guidance on, their unconditional prompts."""
+        scale = float(self._option(opts, "cfg_scale"))
+        if scale < 0:
+            raise SpeechLMError(f"cfg_scale must be >= 0 (1 = off), got {scale}")
+        cfg = GenerationConfig(min(p.min_frames for p in plans), max(p.max_frames for p in plans),
+                               self._sampling(opts), seed, self.alignment_guard(), cfg_scale=scale)
+        return cfg, ([p.uncond for p in plans] if scale != 1.0 else None)
 
     # ------------------------------------------------------------------------------ synthesis
 
     def synthesize(self, text: str, voice=None, *, voice_text: str | None = None, seed: int | None = 0,
                    batch_size: int = 8, temperature: float | None = None, top_k: int | None = None,
-                   top_p: float | None = None, repetition_window: int | None = None, min_frames: int | None = None,
-                   max_frames: int | None = None, phonemes: bool = False) -> SynthesisResult:
-        """Speech for ``text``. ``min_frames``/``max_frames`` replace the length guard (tests, benchmarks);
-        ``phonemes`` says ``text`` is already phonemes (e.g. :meth:`chat`'s reply)."""
+                   top_p: float | None = None, repetition_window: int | None = None, cfg_scale: float | None = None,
+                   min_frames: int | None = None, max_frames: int | None = None, phonemes: bool = False
+                   ) -> SynthesisResult:
+        """Speech for ``text``. ``cfg_scale``: classifier-free guidance (1 = off; see ``speechlm.lm.generate``);
+        ``min_frames``/``max_frames`` replace the length guard (tests, benchmarks); ``phonemes`` says ``text`` is
+        already phonemes (e.g. :meth:`chat`'s reply)."""
         opts = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "repetition_window": repetition_window,
-                "min_frames": min_frames, "max_frames": max_frames, "phonemes": phonemes}
+                "cfg_scale": cfg_scale, "min_frames": min_frames, "max_frames": max_frames, "phonemes": phonemes}
         result = self.synthesize_batch([Request(text, voice, voice_text, seed, options=opts)], batch_size)[0]
         if isinstance(result, Exception):
             raise result
@@ -429,11 +446,10 @@ class Pipeline:
     def _generate(self, batch: list[_Plan], requests: list[Request]) -> None:
         first = batch[0]
         seed = requests[first.request].seed
-        cfg = GenerationConfig(min(p.min_frames for p in batch), max(p.max_frames for p in batch),
-                               self._sampling(requests[first.request].options),
-                               None if seed is None else seed + first.index, self.alignment_guard())
         try:
-            codes = generate(self._lm_run, self.layout, [p.prompt for p in batch], cfg)
+            cfg, uncond = self._generation(batch, requests[first.request].options,
+                                           None if seed is None else seed + first.index)
+            codes = generate(self._lm_run, self.layout, [p.prompt for p in batch], cfg, uncond)
         except (RuntimeError, ValueError) as e:
             if len(batch) > 1:  # find the one piece that fails; the others still get their audio
                 for p in batch:
@@ -495,11 +511,10 @@ class Pipeline:
             if len(gap):
                 yield gap
             prev = p
-            cfg = GenerationConfig(p.min_frames, p.max_frames, self._sampling(options),
-                                   None if seed is None else seed + p.index, self.alignment_guard())
+            cfg, uncond = self._generation([p], options, None if seed is None else seed + p.index)
             decoder = StreamingDecoder(self.codec, lookahead, speaker=p.speaker)
             fader, pending, emitted = Fader(n_fade), [], False
-            for ready in stream_frames(self._lm_run, self.layout, [p.prompt], cfg):
+            for ready in stream_frames(self._lm_run, self.layout, [p.prompt], cfg, uncond):
                 if ready[0] is not None:
                     pending.append(ready[0])
                 if len(pending) >= (chunk_frames if emitted else first_chunk_frames):

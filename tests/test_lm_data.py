@@ -51,6 +51,36 @@ def test_dataset_is_deterministic_per_epoch_and_mixes_tasks():
     assert all(ds.length(i) >= ds[i][0].shape[-1] for i in range(40))
 
 
+def test_text_dropout_keeps_voice_prompt_and_audio_loss_and_leaves_other_runs_alone():
+    from speechlm.lm.align import alignment_spans
+
+    utts = [utt(i, speaker="ab"[i % 2]) for i in range(400)]
+    plain, dropped = LMDataset(utts, L, seed=3), LMDataset(utts, L, seed=3, text_dropout=0.25)
+    off = LMDataset(utts, L, seed=3, text_dropout=0.0)
+    assert all(torch.equal(plain[i][0], off[i][0]) for i in range(400))  # off: exactly the old sequences
+    n_tts = n_empty = 0
+    for i in range(400):
+        inputs, targets, mask, task = dropped[i]
+        assert task == plain[i][3]  # the task draw is unchanged; only tts items can lose their text
+        if task != TASKS.index("tts"):
+            assert torch.equal(inputs, plain[i][0])
+            continue
+        n_tts += 1
+        s0 = inputs[0].tolist()
+        empty = s0[len(s0) - 1 - s0[::-1].index(TEXT) + 1] == AUDIO  # "<|text|> <|audio|>"
+        n_empty += empty
+        if empty:
+            assert mask[0].sum() == utts[i].codes.shape[-1] + 1  # every frame and <eos> still trained
+            assert s0.count(AUDIO) == plain[i][0][0].tolist().count(AUDIO)  # the voice prompt (if any) kept
+            q0, q1, k0, k1 = alignment_spans(inputs[None], L)[0].tolist()
+            assert k1 <= k0  # nothing for guided attention to align to
+        else:
+            assert torch.equal(inputs, plain[i][0])
+    assert 0.15 < n_empty / n_tts < 0.35
+    with pytest.raises(SpeechLMError, match="text_dropout must be in"):
+        LMDataset(utts, L, text_dropout=1.0)
+
+
 def test_chat_turns_are_extra_items_with_loss_on_the_reply():
     turns = [ChatTurn(f"c{i}", "en", [70 + i, 71], [80, 81 + i, 82]) for i in range(3)]
     ds = LMDataset([utt(0), utt(1)], L, seed=0, chat=turns)

@@ -101,3 +101,46 @@ def test_seeded_codes_unchanged_by_the_speed_work(model, case, decoding_layout):
     cfg, expected = BEFORE[case]
     codes = generate(lm, LAYOUT, [prompt(5, 1), prompt(9, 2)], cfg)  # left-padded batch of two
     assert [c.tolist() for c in codes] == expected
+
+
+@pytest.fixture(scope="module")
+def lively() -> SpeechLM:
+    """A random LM with large weights: unlike ``model`` (std 0.02), its tokens depend on the text."""
+    torch.manual_seed(0)
+    lm = SpeechLM(lm_config("tiny", LAYOUT.stream_vocab, max_seq_len=128)).eval()
+    with torch.no_grad():
+        for p in lm.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.3)
+    return lm
+
+
+def test_classifier_free_guidance_mixes_the_two_rows(lively):
+    model = lively
+    cond, uncond = prompt(9, 4), prompt(0, 4)  # the same prompt without its text
+    # sampled, one seed: draws are made for the guided rows only, so runs compare token for token
+    fixed = dict(min_frames=7, max_frames=7, sampling=SamplingConfig(temperature=1.0), seed=3)
+    plain = generate(model, LAYOUT, [cond], GenerationConfig(**fixed))[0]
+    # scale 1 is the conditional model: the unconditional row is not even run
+    assert torch.equal(generate(model, LAYOUT, [cond], GenerationConfig(**fixed, cfg_scale=1.0), [uncond])[0], plain)
+    # scale 0 is the unconditional model alone, fed the same tokens as the conditional row it runs beside
+    alone = generate(model, LAYOUT, [uncond], GenerationConfig(**fixed))[0]
+    assert not torch.equal(alone, plain)  # (the text matters to this random model, so the checks can fail)
+    assert torch.equal(generate(model, LAYOUT, [cond], GenerationConfig(**fixed, cfg_scale=0.0), [uncond])[0], alone)
+    # identical rows: l_u + s (l_c - l_u) = l_c for any scale
+    same = generate(model, LAYOUT, [cond], GenerationConfig(**fixed, cfg_scale=3.0), [cond])[0]
+    assert torch.equal(same, plain)
+    guided = generate(model, LAYOUT, [cond], GenerationConfig(**fixed, cfg_scale=3.0), [uncond])[0]
+    assert not torch.equal(guided, plain)  # and a real unconditional row changes the output
+    with pytest.raises(ValueError, match="1 unconditional prompts for 2 prompts"):
+        generate(model, LAYOUT, [cond, cond], GenerationConfig(**fixed, cfg_scale=2.0), [uncond])
+
+
+def test_classifier_free_guidance_batched_with_padding(lively):
+    model = lively
+    cfg = GenerationConfig(min_frames=5, max_frames=6, sampling=SamplingConfig(temperature=0), cfg_scale=2.5)
+    a, b = prompt(3, 5), prompt(10, 6)
+    ua, ub = prompt(0, 5), prompt(0, 6)
+    batched = generate(model, LAYOUT, [a, b], cfg, [ua, ub])
+    assert torch.equal(batched[0], generate(model, LAYOUT, [a], cfg, [ua])[0])
+    assert torch.equal(batched[1], generate(model, LAYOUT, [b], cfg, [ub])[0])

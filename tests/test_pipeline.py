@@ -407,3 +407,18 @@ def test_chat_reply_follows_the_layout_and_is_spoken_as_phonemes(pipe):
     assert spoken.phonemes == reply and len(spoken.audio) > 0
     with pytest.raises(TextError):
         pipe.chat("🙂")
+
+
+def test_classifier_free_guidance_option(pipe):
+    opts = {"seed": 2, "max_frames": 10, "min_frames": 9, "cfg_scale": 2.0}
+    text = "Hello there. Why not?"
+    whole = pipe.synthesize(text, "alice", batch_size=1, **opts)  # piece i: seed + i, as stream() does
+    assert [s.status for s in whole.segments] == ["ok", "ok"]
+    streamed = np.concatenate(list(pipe.stream(text, "alice", **opts)))
+    np.testing.assert_allclose(streamed, whole.audio, atol=1e-5)  # both paths guide the same way
+    # the pipeline's unconditional prompt: the voice prompt with no text, as text_dropout trains it
+    plan = pipe._plan(0, "Hello there.", pipe.voices["alice"], {})[0]
+    alice = pipe.voices["alice"]
+    assert torch.equal(plan.uncond, pipe.builder.tts_prompt([], "en", pipe.tokenizer.encode(alice.phonemes), alice.codes))
+    with pytest.raises(SpeechLMError, match="cfg_scale must be >= 0"):
+        pipe.synthesize(text, "alice", **{**opts, "cfg_scale": -1.0})

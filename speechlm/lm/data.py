@@ -14,6 +14,10 @@ reads the question with ``asr`` first and speaks the reply with ``tts``.
 
 Loss is taken on the bold spans only (``loss_mask``). The voice prompt is another utterance of the
 same speaker: zero-shot prompting is learned from data, the way VALL-E learns it.
+
+With ``text_dropout`` a share of the ``tts`` items lose their target text (``<|text|> <|audio|>``, the
+voice prompt kept): the model also learns speech in that voice saying nothing in particular, which
+classifier-free guidance at inference pushes away from (``generate.py``; Koel-TTS, Hussain et al., 2025).
 """
 
 from __future__ import annotations
@@ -138,10 +142,11 @@ class SequenceBuilder:
         return torch.cat([given, target], dim=-1), mask
 
     def build(self, task: str, utt: Utterance, prompt: Utterance | None = None,
-              prefix_frames: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+              prefix_frames: int = 0, drop_text: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``drop_text``: a ``tts`` item without its target text (classifier-free guidance's unconditional case)."""
         L = self.layout
         if task == "tts":
-            given = self.tts_prompt(utt.text, utt.language, prompt.text if prompt else None,
+            given = self.tts_prompt([] if drop_text else utt.text, utt.language, prompt.text if prompt else None,
                                     prompt.codes if prompt else None)
             target = L.audio_steps(utt.codes, eos=True)
         elif task == "asr":
@@ -168,8 +173,11 @@ class LMDataset(Dataset):
     """
 
     def __init__(self, utterances: list[Utterance], layout: TokenLayout, task_mix: dict[str, float] | None = None,
-                 prompt_prob: float = 0.8, seed: int = 0, chat: list[ChatTurn] | None = None):
-        self.utts, self.layout, self.seed = utterances, layout, seed
+                 prompt_prob: float = 0.8, seed: int = 0, chat: list[ChatTurn] | None = None,
+                 text_dropout: float = 0.0):
+        if not 0.0 <= text_dropout < 1.0:
+            raise SpeechLMError(f"text_dropout must be in [0, 1), got {text_dropout}")
+        self.utts, self.layout, self.seed, self.text_dropout = utterances, layout, seed, text_dropout
         self.chat = chat or []
         self.task_mix = task_mix or {"tts": 0.7, "asr": 0.15, "continue": 0.15}
         unknown = set(self.task_mix) - set(UTTERANCE_TASKS)
@@ -209,7 +217,9 @@ class LMDataset(Dataset):
         if task == "tts" and others and rng.random() < self.prompt_prob:
             prompt = self.utts[rng.choice(others)]
         prefix = rng.randint(1, max(1, utt.codes.shape[-1] // 2)) if task == "continue" else 0
-        seq, mask = self.builder.build(task, utt, prompt, prefix)
+        # drawn only when on, so that runs without it see exactly the sequences they saw before it existed
+        drop = task == "tts" and self.text_dropout > 0 and rng.random() < self.text_dropout
+        seq, mask = self.builder.build(task, utt, prompt, prefix, drop_text=drop)
         return seq[:, :-1], seq[:, 1:], mask[:, 1:], TASKS.index(task)
 
 

@@ -16,6 +16,12 @@ until it has reached the end and comes once it has stayed there too long: attent
 inference (Wang et al., 2024) in its simplest form, so that the length follows what was said, not
 only the text length.
 
+With ``cfg_scale`` != 1 and an unconditional prompt per prompt (the same voice prompt, no target text)
+generation runs both and samples from ``l_u + cfg_scale * (l_c - l_u)`` per stream: classifier-free
+guidance, as Koel-TTS (Hussain et al., 2025) applies it to a codec LM. It pushes every token away from
+what the voice alone predicts and towards what the text adds: an LM trained with ``text_dropout``
+(``data.py``) knows both. Both rows are fed the same sampled tokens; the guard reads the conditional row.
+
 Frames are yielded as soon as all ``K`` of their codebooks exist (``stream_frames``), which is what
 streaming synthesis decodes; ``generate`` collects them. Batches of prompts with different lengths
 are left-padded and masked.
@@ -56,6 +62,7 @@ class GenerationConfig:
     seed: int | None = 0
     alignment: AlignmentGuard | None = None
     trace: list[list[int]] | None = None  # with ``alignment``: filled with each prompt's reading positions
+    cfg_scale: float = 1.0  # classifier-free guidance; used when unconditional prompts are given
 
 
 def length_guard(n_text_tokens: int, frame_rate: float, min_seconds_per_token: float = 0.02,
@@ -96,29 +103,35 @@ def _stream_bias(layout: TokenLayout, vocab: list[int], device) -> dict[str, tor
 
 @torch.inference_mode()
 def stream_frames(model: SpeechLM, layout: TokenLayout, prompts: list[torch.Tensor],
-                  cfg: GenerationConfig = GenerationConfig()) -> Iterator[list[torch.Tensor | None]]:
+                  cfg: GenerationConfig = GenerationConfig(), uncond: list[torch.Tensor] | None = None
+                  ) -> Iterator[list[torch.Tensor | None]]:
     """Yields, per step, one entry per prompt: a finished frame's codes ``[K]`` or None.
 
+    ``uncond``: one unconditional prompt per prompt, for classifier-free guidance (``cfg.cfg_scale``).
     Exactly ``max_frames + K - 1`` steps when ``min_frames == max_frames`` (no early ``<eos>``).
     """
     k, b = layout.n_codebooks, len(prompts)
+    guided = uncond is not None and cfg.cfg_scale != 1.0
+    if uncond is not None and len(uncond) != b:
+        raise ValueError(f"{len(uncond)} unconditional prompts for {b} prompts")
     device = next(model.parameters()).device
-    steps, key_mask = _left_pad(prompts, layout)
+    steps, key_mask = _left_pad(prompts + uncond if guided else prompts, layout)  # rows b.. : unconditional
     width = steps.shape[-1]
     total = width + cfg.max_frames + k
     if total > model.cfg.max_seq_len:
         raise ValueError(f"prompt + {cfg.max_frames} frames needs {total} steps > max_seq_len {model.cfg.max_seq_len}")
     gen = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.seed is not None else None
-    cache = model.new_cache(b, total)
+    rows = steps.shape[0]
+    cache = model.new_cache(rows, total)
     padded = not bool(key_mask.all())  # no padding: no key mask, so SDPA runs unmasked
     if padded:  # every generated step is a real key; the mask is sliced per step, never regrown
-        key_mask = torch.cat([key_mask, torch.ones(b, total - width, dtype=torch.bool)], 1).to(device)
+        key_mask = torch.cat([key_mask, torch.ones(rows, total - width, dtype=torch.bool)], 1).to(device)
     out = model(steps.to(device), cache=cache, key_mask=key_mask[:, :width] if padded else None, last_only=True)
     guard = cfg.alignment
     if guard is not None:
         # each prompt ends "<|text|> text <|audio|>": the target text is after its last <|text|>
         text_start = [int((row == TEXT).nonzero().max()) + 1 if (row == TEXT).any() else width - 1
-                      for row in steps[:, 0]]
+                      for row in steps[:b, 0]]
         reading, at_end = [-1] * b, [0] * b
         if cfg.trace is not None:
             cfg.trace[:] = [[] for _ in range(b)]
@@ -131,8 +144,11 @@ def stream_frames(model: SpeechLM, layout: TokenLayout, prompts: list[torch.Tens
         tokens = history[:, :, j]
         eos_bias = None
         if guard is not None and j > 0:
-            eos_bias = _alignment_bias(out.attn[0][:, guard.head, -1], text_start, width - 1, reading, at_end,
+            eos_bias = _alignment_bias(out.attn[0][:b, guard.head, -1], text_start, width - 1, reading, at_end,
                                        guard, bias, cfg.trace)
+        logits = [lg[:, -1].float() for lg in out.logits]
+        if guided:
+            logits = [lg[b:] + cfg.cfg_scale * (lg[:b] - lg[b:]) for lg in logits]
         for s in range(k):
             if s > 0:
                 allowed = bias["audio"]
@@ -143,7 +159,7 @@ def stream_frames(model: SpeechLM, layout: TokenLayout, prompts: list[torch.Tens
             else:
                 allowed = eos_bias if eos_bias is not None else bias["audio0_or_eos"]
             hist = history[:, s, max(0, j - window): j] if window > 0 else None
-            tokens[:, s] = sample(out.logits[s][:, -1].float() + allowed, cfg.sampling, gen, hist)
+            tokens[:, s] = sample(logits[s] + allowed, cfg.sampling, gen, hist)
         for s in range(1, k):  # delay pattern: nothing yet / nothing any more on this stream
             if j < s:
                 tokens[:, s] = layout.empty
@@ -169,7 +185,8 @@ def stream_frames(model: SpeechLM, layout: TokenLayout, prompts: list[torch.Tens
         if min(end) >= 0 and j >= max(end) + k - 2:  # last frame's last codebook is out
             return
         j += 1
-        out = model(tokens[:, :, None], cache=cache, key_mask=key_mask[:, : width + j] if padded else None,
+        fed = torch.cat([tokens, tokens]) if guided else tokens
+        out = model(fed[:, :, None], cache=cache, key_mask=key_mask[:, : width + j] if padded else None,
                     attn_probs={guard.layer: guard.head + 1} if guard is not None else None)
 
 
@@ -200,10 +217,12 @@ def _alignment_bias(probs: torch.Tensor, text_start: list[int], text_end: int, r
 
 
 def generate(model: SpeechLM, layout: TokenLayout, prompts: list[torch.Tensor],
-             cfg: GenerationConfig = GenerationConfig()) -> list[torch.Tensor]:
-    """Codes ``[K, T_i]`` for each prompt (``[K, S_i]`` steps ending where the audio starts)."""
+             cfg: GenerationConfig = GenerationConfig(), uncond: list[torch.Tensor] | None = None
+             ) -> list[torch.Tensor]:
+    """Codes ``[K, T_i]`` for each prompt (``[K, S_i]`` steps ending where the audio starts); ``uncond`` as
+    in :func:`stream_frames`."""
     frames: list[list[torch.Tensor]] = [[] for _ in prompts]
-    for ready in stream_frames(model, layout, prompts, cfg):
+    for ready in stream_frames(model, layout, prompts, cfg, uncond):
         for i, fr in enumerate(ready):
             if fr is not None:
                 frames[i].append(fr)

@@ -289,12 +289,15 @@ class LMDataModule(L.LightningDataModule):
     """Phonemized manifests (``<data_dir>/text``) + token shards (``token_dir``) -> length-bucketed batches.
 
     ``speakers`` keeps only those speakers' utterances (LoRA voice adaptation). ``chat`` adds the text
-    turns of ``<data_dir>/text/chat_train.jsonl`` (``speechlm data chat``) for the ``chat`` task. ``state_dict`` is the
+    turns of ``<data_dir>/text/chat_train.jsonl`` (``speechlm data chat``) for the ``chat`` task.
+    ``text_dropout``: the share of training ``tts`` items without their target text, which classifier-free
+    guidance needs (``LMDataset``; validation keeps every text). ``state_dict`` is the
     position after the last batch training took (``last_batch``); Lightning stores it in checkpoints.
     """
 
     def __init__(self, data_dir: str, token_dir: str, max_tokens: int = 8192, task_mix: dict[str, float] | None = None,
-                 speakers: list[str] | None = None, chat: bool = False, num_workers: int = 0, seed: int = 0):
+                 speakers: list[str] | None = None, chat: bool = False, num_workers: int = 0, seed: int = 0,
+                 text_dropout: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.layout: TokenLayout | None = None
@@ -319,7 +322,8 @@ class LMDataModule(L.LightningDataModule):
             if not path.exists():
                 raise SpeechLMError(f"{path}: not found; run `speechlm data chat --dir {h.data_dir}` or set data.chat false")
             chat = load_chat(path, tok, tok.language)
-        self.train_set = LMDataset(train, self.layout, h.task_mix, seed=h.seed, chat=chat)
+        self.train_set = LMDataset(train, self.layout, h.task_mix, seed=h.seed, chat=chat,
+                                   text_dropout=h.text_dropout)
         self.val_set = LMDataset(val, self.layout, h.task_mix, seed=h.seed + 1) if val else None
 
     def _keep(self, utts: list, split: str | None) -> list:

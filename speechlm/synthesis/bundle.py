@@ -58,6 +58,8 @@ class SynthesisDefaults:
     top_p: float = 0.9
     repetition_window: int = 10  # VALL-E 2 repetition-aware sampling
     repetition_ratio: float = 0.1
+    # classifier-free guidance (speechlm.lm.generate): 1 = off; > 1 needs an LM trained with data.text_dropout
+    cfg_scale: float = 1.0
     min_seconds_per_token: float = 0.02  # length guard (see speechlm.lm.generate.length_guard)
     max_seconds_per_token: float = 0.25
     slack_seconds: float = 1.0

@@ -28,7 +28,7 @@ from tests.conftest import REPO, voiced
 from tests.test_pipeline import build_tiny_pipeline
 
 MAX_FRAMES = 12  # a random LM babbles until the length guard: keep every generation short
-SAMPLING = {"temperature": 1.0, "top_k": 0, "top_p": 0.9}
+SAMPLING = {"temperature": 1.0, "top_k": 0, "top_p": 0.9, "cfg_scale": 1.0}
 # Measured: +44 MB over 10 fresh sessions after warm-up (glibc arenas of Gradio's worker threads, and about
 # 0.1 MB of Python objects per session, which Gradio keeps until an hour after the session disconnects).
 RSS_GROWTH_LIMIT_MB = 150
@@ -248,6 +248,8 @@ def test_user_errors_are_messages_and_pipeline_errors_pass_verbatim(client, pipe
         _tts(client, "Hello.", voice="my reference clip").result()
     with pytest.raises(AppError, match="^top-k must be a whole number"):
         _tts(client, "Hello.", top_k=2.5).result()
+    with pytest.raises(AppError, match="less than minimum value 0"):  # the slider's range, kept by Gradio
+        _tts(client, "Hello.", cfg_scale=-1).result()
     with pytest.raises(SpeechLMError) as expected:
         pipe.synthesize("...", "alice", max_frames=MAX_FRAMES)
     with pytest.raises(AppError) as got:

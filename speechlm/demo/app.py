@@ -226,7 +226,7 @@ class DemoApp:
     # ------------------------------------------------------------------------------ text to speech
 
     @user_errors
-    def tts(self, text, voice, reference, reference_text, temperature, top_k, top_p, seed):
+    def tts(self, text, voice, reference, reference_text, temperature, top_k, top_p, cfg_scale, seed):
         """Yields ``(audio chunk, status, image, wav file)``; the image and the file come last."""
         text = self._text(text)
         voice_text = (reference_text or "").strip() or None
@@ -237,7 +237,7 @@ class DemoApp:
             voice = reference
         else:
             voice, voice_text = self._voice(voice), None
-        sampling = self._sampling(temperature, top_k, top_p)
+        sampling = self._sampling(temperature, top_k, top_p, cfg_scale)
         seed = None if seed is None or seed < 0 else int(seed)
         parts, timer = [], None
         for chunk, timer in self._speak(text, voice, voice_text, seed, **sampling):
@@ -248,14 +248,15 @@ class DemoApp:
         yield gr.skip(), timer.summary(), spectrogram_image(audio, self.pipe.sample_rate), path
 
     @staticmethod
-    def _sampling(temperature, top_k, top_p) -> dict:
+    def _sampling(temperature, top_k, top_p, cfg_scale) -> dict:
         if temperature is None or not 0 <= temperature <= 2:
             raise refuse(f"temperature must be between 0 (greedy) and 2, got {temperature}")
         if top_k is None or top_k < 0 or top_k != int(top_k):
             raise refuse(f"top-k must be a whole number >= 0 (0 = off), got {top_k}")
         if top_p is None or not 0 < top_p <= 1:
             raise refuse(f"top-p must be in (0, 1] (1 = off), got {top_p}")
-        return {"temperature": float(temperature), "top_k": int(top_k), "top_p": float(top_p)}
+        return {"temperature": float(temperature), "top_k": int(top_k), "top_p": float(top_p),
+                "cfg_scale": float(cfg_scale)}
 
     # ------------------------------------------------------------------------------ voice chat
 
@@ -354,6 +355,9 @@ class DemoApp:
                             top_k = gr.Slider(0, pipe.codec.info.codebook_size, value=d.top_k, step=1,
                                               label="Top-k (0: off)")
                             top_p = gr.Slider(0.05, 1, value=d.top_p, step=0.05, label="Top-p (1: off)")
+                            cfg_scale = gr.Slider(0, 5, value=d.cfg_scale, step=0.25,
+                                                  label="Text guidance (classifier-free; 1: off, about 2x slower "
+                                                        "when on)")
                             seed = gr.Number(0, precision=0, label="Seed (same seed and settings: same audio; "
                                                                    "-1: new each time)")
                         speak = gr.Button("Speak", variant="primary", elem_id="tts-button")
@@ -364,7 +368,8 @@ class DemoApp:
                         image = gr.Image(label="Waveform and spectrogram", show_label=False, format="png",
                                          interactive=False, elem_id="tts-image")
                         download = gr.File(label="Download (WAV)", elem_id="tts-file")
-                speak.click(self.tts, [text, voice, reference, reference_text, temperature, top_k, top_p, seed],
+                speak.click(self.tts, [text, voice, reference, reference_text, temperature, top_k, top_p, cfg_scale,
+                                       seed],
                             [audio, status, image, download], api_name="tts", concurrency_id="pipeline")
                 reference.change(lambda clip: gr.update(value=REFERENCE) if clip else gr.skip(), reference, voice,
                                  queue=False, api_visibility="private")

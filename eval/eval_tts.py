@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-p", type=float, default=None)
     ap.add_argument("--cfg-scale", type=float, default=None,
                     help="classifier-free guidance (1: off; > 1 needs an LM trained with data.text_dropout)")
+    ap.add_argument("--candidates", type=int, default=None,
+                    help="best of N: takes per sentence, the one the LM's asr task reads best is kept "
+                         "(default: the pipeline's)")
     ap.add_argument("--align-end-seconds", type=float, default=None,
                     help="alignment guard of a guided-attention LM (default: the pipeline's; 0 turns it off)")
     ap.add_argument("--durations-only", action="store_true",
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     for s, v in picked:
         cut = by_sentence[s][v]
         options = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-                   "cfg_scale": args.cfg_scale}
+                   "cfg_scale": args.cfg_scale, "candidates": args.candidates}
         requests.append(Request(cut.supervisions[0].text, v, seed=args.seed, id=f"{v}_{s}", options=options))
     order = sorted(range(len(requests)), key=lambda i: len(requests[i].text))
     results: dict[str, dict] = {}
@@ -214,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or ''}".strip(", "),
         "model": str(args.model), "pipeline": repr(pipe), "split": args.split, "items": len(picked),
         "alignment_guard": repr(pipe.alignment_guard()),
-        "sampling": {**{k: getattr(pipe.defaults, k) for k in ("temperature", "top_k", "top_p", "cfg_scale")},
+        "sampling": {**{k: getattr(pipe.defaults, k)
+                        for k in ("temperature", "top_k", "top_p", "cfg_scale", "candidates")},
                      **{k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k),
-                                          ("top_p", args.top_p), ("cfg_scale", args.cfg_scale)) if v is not None}},
+                                          ("top_p", args.top_p), ("cfg_scale", args.cfg_scale),
+                                          ("candidates", args.candidates)) if v is not None}},
         "failed": sorted(k for k, r in results.items() if "error" in r),
         "errors": {k: r["error"] for k, r in results.items() if "error" in r},
         "synthesis": {"wall_s": synth_seconds, "audio_s": audio_seconds,

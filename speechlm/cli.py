@@ -173,6 +173,9 @@ def _synthesis_arguments(p: ArgumentParser) -> None:
     p.add_argument("--top_p", type=float | None, default=None)
     p.add_argument("--cfg_scale", type=float | None, default=None,
                    help="classifier-free guidance (1: off; default: the pipeline's)")
+    p.add_argument("--candidates", type=int | None, default=None,
+                   help="best of N: takes per sentence, the one the LM's asr task reads best is kept "
+                        "(default: the pipeline's)")
     p.add_argument("--max_frames", type=int | None, default=None,
                    help="cap on frames per sentence (default: the length guard, from the text's length)")
     p.add_argument("--quantize", choices=("auto", "none", "int8"), default="auto",
@@ -182,7 +185,7 @@ def _synthesis_arguments(p: ArgumentParser) -> None:
 
 def _synthesis_options(args) -> dict:
     return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-            "cfg_scale": args.cfg_scale, "max_frames": args.max_frames}
+            "cfg_scale": args.cfg_scale, "candidates": args.candidates, "max_frames": args.max_frames}
 
 
 def _voice_arg(args) -> str | None:

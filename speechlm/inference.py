@@ -47,6 +47,7 @@ from speechlm.lm.data import SequenceBuilder
 from speechlm.lm.generate import AlignmentGuard, GenerationConfig, generate, length_guard, stream_frames
 from speechlm.lm.layout import TokenLayout
 from speechlm.lm.model import SpeechLM
+from speechlm.lm.rerank import transcript_nll
 from speechlm.lm.sampling import SamplingConfig
 from speechlm.synthesis import bundle
 from speechlm.synthesis.bundle import SynthesisDefaults, Voice
@@ -59,7 +60,8 @@ from speechlm.text.tokenizer import TextTokenizer
 
 BUNDLED = Path(__file__).resolve().parent / "pretrained"
 # ``phonemes``: the text is already the front-end's output (a chat reply), so it is not normalized again
-OPTIONS = ("temperature", "top_k", "top_p", "repetition_window", "cfg_scale", "min_frames", "max_frames", "phonemes")
+OPTIONS = ("temperature", "top_k", "top_p", "repetition_window", "cfg_scale", "candidates", "min_frames", "max_frames",
+           "phonemes")
 
 
 @dataclass
@@ -71,6 +73,7 @@ class _Plan:
     segment: Segment
     prompt: torch.Tensor | None = None  # [K, S]
     uncond: torch.Tensor | None = None  # [K, S'] the same voice prompt without the text (classifier-free guidance)
+    ids: list[int] = dataclasses.field(default_factory=list)  # the piece's phoneme ids
     min_frames: int = 1
     max_frames: int = 1
     codes: torch.Tensor | None = None  # [K, T] once generated
@@ -344,7 +347,7 @@ class Pipeline:
                 if not fits(piece.text):
                     raise SpeechLMError(f"{piece.text!r} does not fit the LM's {limit} steps even alone; the voice "
                                         f"prompt takes {prompt_of([]).shape[-1]} of them: use a shorter voice")
-                plan.prompt, plan.uncond = prompt_of(ids), prompt_of([])
+                plan.prompt, plan.uncond, plan.ids = prompt_of(ids), prompt_of([]), ids
                 plan.min_frames, plan.max_frames = self._frames(len(ids), opts)
             plans.append(plan)
         if all(p.prompt is None for p in plans):
@@ -369,12 +372,20 @@ class Pipeline:
                               repetition_window=get("repetition_window"),
                               repetition_ratio=self.defaults.repetition_ratio)
 
+    def _check_options(self, opts: dict) -> None:
+        unknown = set(opts) - set(OPTIONS)
+        if unknown:
+            raise SpeechLMError(f"unknown synthesis option(s) {sorted(unknown)}; known: {', '.join(OPTIONS)}")
+        scale, n = self._option(opts, "cfg_scale"), self._option(opts, "candidates")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < float("inf"):
+            raise SpeechLMError(f"cfg_scale must be a number >= 0 (1 = off), got {scale!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise SpeechLMError(f"candidates must be a whole number >= 1 (1 = no reranking), got {n!r}")
+
     def _generation(self, plans: list[_Plan], opts: dict, seed: int | None
                     ) -> tuple[GenerationConfig, list[torch.Tensor] | None]:
         """The generation settings of ``plans`` (one batch) and, with guidance on, their unconditional prompts."""
         scale = float(self._option(opts, "cfg_scale"))
-        if scale < 0:
-            raise SpeechLMError(f"cfg_scale must be >= 0 (1 = off), got {scale}")
         cfg = GenerationConfig(min(p.min_frames for p in plans), max(p.max_frames for p in plans),
                                self._sampling(opts), seed, self.alignment_guard(), cfg_scale=scale)
         return cfg, ([p.uncond for p in plans] if scale != 1.0 else None)
@@ -384,13 +395,15 @@ class Pipeline:
     def synthesize(self, text: str, voice=None, *, voice_text: str | None = None, seed: int | None = 0,
                    batch_size: int = 8, temperature: float | None = None, top_k: int | None = None,
                    top_p: float | None = None, repetition_window: int | None = None, cfg_scale: float | None = None,
-                   min_frames: int | None = None, max_frames: int | None = None, phonemes: bool = False
-                   ) -> SynthesisResult:
+                   candidates: int | None = None, min_frames: int | None = None, max_frames: int | None = None,
+                   phonemes: bool = False) -> SynthesisResult:
         """Speech for ``text``. ``cfg_scale``: classifier-free guidance (1 = off; see ``speechlm.lm.generate``);
-        ``min_frames``/``max_frames`` replace the length guard (tests, benchmarks); ``phonemes`` says ``text`` is
-        already phonemes (e.g. :meth:`chat`'s reply)."""
+        ``candidates``: takes per piece, the best kept (``speechlm.lm.rerank``); ``min_frames``/``max_frames``
+        replace the length guard (tests, benchmarks); ``phonemes`` says ``text`` is already phonemes (e.g.
+        :meth:`chat`'s reply)."""
         opts = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "repetition_window": repetition_window,
-                "cfg_scale": cfg_scale, "min_frames": min_frames, "max_frames": max_frames, "phonemes": phonemes}
+                "cfg_scale": cfg_scale, "candidates": candidates, "min_frames": min_frames, "max_frames": max_frames,
+                "phonemes": phonemes}
         result = self.synthesize_batch([Request(text, voice, voice_text, seed, options=opts)], batch_size)[0]
         if isinstance(result, Exception):
             raise result
@@ -406,9 +419,7 @@ class Pipeline:
         voice_of: dict[int, Voice | None] = {}
         for r, req in enumerate(requests):
             try:
-                unknown = set(req.options) - set(OPTIONS)
-                if unknown:
-                    raise SpeechLMError(f"unknown synthesis option(s) {sorted(unknown)}; known: {', '.join(OPTIONS)}")
+                self._check_options(req.options)
                 key = (id(req.voice) if isinstance(req.voice, Voice) else str(req.voice), req.voice_text)
                 if key not in voices:
                     voices[key] = self.resolve_voice(req.voice, req.voice_text)
@@ -444,16 +455,30 @@ class Pipeline:
             yield batch
 
     def _generate(self, batch: list[_Plan], requests: list[Request]) -> None:
+        """Tokens, then audio, for each piece of ``batch``; a piece that fails gets an error status."""
+        self._generate_codes(batch, requests)
+        for p in batch:
+            if p.codes is None:
+                continue
+            wav = self.codec.decode(p.codes[None], speaker=p.speaker)[0].float().cpu().numpy()
+            p.audio = fade(wav, round(self.defaults.fade * self.sample_rate))
+            p.ready_at = time.perf_counter()
+
+    def _generate_codes(self, batch: list[_Plan], requests: list[Request]) -> None:
         first = batch[0]
-        seed = requests[first.request].seed
+        seed, opts = requests[first.request].seed, requests[first.request].options
+        n = int(self._option(opts, "candidates"))
         try:
-            cfg, uncond = self._generation(batch, requests[first.request].options,
-                                           None if seed is None else seed + first.index)
-            codes = generate(self._lm_run, self.layout, [p.prompt for p in batch], cfg, uncond)
+            cfg, uncond = self._generation(batch, opts, None if seed is None else seed + first.index)
+            repeat = lambda xs: [x for x in xs for _ in range(n)]  # noqa: E731  (each piece's takes side by side)
+            codes = generate(self._lm_run, self.layout, repeat([p.prompt for p in batch]), cfg,
+                             repeat(uncond) if uncond is not None else None)
+            if n > 1:
+                codes = self._best_takes(batch, codes, n)
         except (RuntimeError, ValueError) as e:
-            if len(batch) > 1:  # find the one piece that fails; the others still get their audio
+            if len(batch) > 1:  # find the one piece that fails; the others still get their tokens
                 for p in batch:
-                    self._generate([p], requests)
+                    self._generate_codes([p], requests)
                 return
             first.segment.status = f"error: generation failed: {str(e).splitlines()[0]}"
             return
@@ -462,9 +487,13 @@ class Pipeline:
             p.codes = c[:, : p.max_frames]
             p.segment.frames = p.codes.shape[-1]
             p.segment.hit_max_frames = p.codes.shape[-1] >= p.max_frames
-            wav = self.codec.decode(p.codes[None], speaker=p.speaker)[0].float().cpu().numpy()
-            p.audio = fade(wav, round(self.defaults.fade * self.sample_rate))
-            p.ready_at = time.perf_counter()
+
+    def _best_takes(self, batch: list[_Plan], codes: list[torch.Tensor], n: int) -> list[torch.Tensor]:
+        """Per piece, the take of ``n`` the LM's ``asr`` task reads its phonemes back from best (``rerank.py``)."""
+        takes = [codes[i * n + j][:, : p.max_frames] for i, p in enumerate(batch) for j in range(n)]
+        nll = transcript_nll(self._lm_run, self.layout, takes, [p.ids for p in batch for _ in range(n)],
+                             self.frontend.language).view(len(batch), n)
+        return [takes[i * n + int(nll[i].argmin())] for i in range(len(batch))]
 
     def _pause(self, prev: _Plan | None, plan: _Plan) -> np.ndarray:
         if prev is None:
@@ -498,9 +527,7 @@ class Pipeline:
         every ``chunk_frames``. ``lookahead`` (frames) trades exactness for latency; the default keeps
         the decoder's full context, so the audio equals :meth:`synthesize` with ``batch_size=1``.
         """
-        unknown = set(options) - set(OPTIONS)
-        if unknown:
-            raise SpeechLMError(f"unknown synthesis option(s) {sorted(unknown)}; known: {', '.join(OPTIONS)}")
+        self._check_options(options)
         plans = self._plan(0, text, self.resolve_voice(voice, voice_text), options)
         n_fade = round(self.defaults.fade * self.sample_rate)
         prev = None
@@ -511,12 +538,10 @@ class Pipeline:
             if len(gap):
                 yield gap
             prev = p
-            cfg, uncond = self._generation([p], options, None if seed is None else seed + p.index)
             decoder = StreamingDecoder(self.codec, lookahead, speaker=p.speaker)
             fader, pending, emitted = Fader(n_fade), [], False
-            for ready in stream_frames(self._lm_run, self.layout, [p.prompt], cfg, uncond):
-                if ready[0] is not None:
-                    pending.append(ready[0])
+            for frame in self._piece_frames(p, Request(text, voice, voice_text, seed, options=options)):
+                pending.append(frame)
                 if len(pending) >= (chunk_frames if emitted else first_chunk_frames):
                     chunk = fader.push(decoder.push(torch.stack(pending, -1)[None])[0].float().cpu().numpy())
                     pending = []
@@ -530,6 +555,21 @@ class Pipeline:
             tail = fader.finish(decoder.flush()[0].float().cpu().numpy())
             if len(tail):
                 yield tail
+
+    def _piece_frames(self, plan: _Plan, request: Request) -> Iterator[torch.Tensor]:
+        """The frames ``[K]`` of one piece as :meth:`stream` gets them: as the LM makes them, or with
+        ``candidates`` > 1 all at once when the best take is known (only then can it be chosen)."""
+        opts = request.options
+        if int(self._option(opts, "candidates")) > 1:
+            self._generate_codes([plan], [request])
+            if plan.codes is None:
+                raise SpeechLMError(plan.segment.status)
+            yield from plan.codes.unbind(-1)
+            return
+        cfg, uncond = self._generation([plan], opts, None if request.seed is None else request.seed + plan.index)
+        for ready in stream_frames(self._lm_run, self.layout, [plan.prompt], cfg, uncond):
+            if ready[0] is not None:
+                yield ready[0]
 
     def __repr__(self) -> str:
         info, cfg = self.codec.info, self.lm.cfg

@@ -420,5 +420,25 @@ def test_classifier_free_guidance_option(pipe):
     plan = pipe._plan(0, "Hello there.", pipe.voices["alice"], {})[0]
     alice = pipe.voices["alice"]
     assert torch.equal(plan.uncond, pipe.builder.tts_prompt([], "en", pipe.tokenizer.encode(alice.phonemes), alice.codes))
-    with pytest.raises(SpeechLMError, match="cfg_scale must be >= 0"):
+    with pytest.raises(SpeechLMError, match="cfg_scale must be a number >= 0"):
         pipe.synthesize(text, "alice", **{**opts, "cfg_scale": -1.0})
+
+
+def test_best_of_n_keeps_the_take_the_asr_task_reads_best(pipe):
+    from speechlm.lm.generate import generate
+    from speechlm.lm.rerank import transcript_nll
+
+    opts = {"seed": 4, "max_frames": 6, "min_frames": 6, "temperature": 1.0}
+    text = "Hello there."
+    best = pipe.synthesize(text, "alice", candidates=3, **opts)
+    plan = pipe._plan(0, text, pipe.voices["alice"], opts)[0]
+    cfg, _ = pipe._generation([plan], opts, 4)
+    takes = generate(pipe.lm, pipe.layout, [plan.prompt] * 3, cfg)  # the three takes, side by side in one batch
+    assert len({tuple(t.flatten().tolist()) for t in takes}) == 3
+    nll = transcript_nll(pipe.lm, pipe.layout, takes, [plan.ids] * 3)
+    assert torch.equal(best.tokens, takes[int(nll.argmin())])
+    streamed = np.concatenate(list(pipe.stream(text, "alice", candidates=3, **opts)))
+    np.testing.assert_allclose(streamed, best.audio, atol=1e-5)  # stream() picks the same take
+    for bad in (0, 1.5, True):
+        with pytest.raises(SpeechLMError, match="candidates must be a whole number >= 1"):
+            pipe.synthesize(text, candidates=bad, **SMALL)

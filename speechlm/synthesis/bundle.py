@@ -60,6 +60,8 @@ class SynthesisDefaults:
     repetition_ratio: float = 0.1
     # classifier-free guidance (speechlm.lm.generate): 1 = off; > 1 needs an LM trained with data.text_dropout
     cfg_scale: float = 1.0
+    # best of N (speechlm.lm.rerank): sample this many takes of each piece, keep the one the LM's asr reads best
+    candidates: int = 1
     min_seconds_per_token: float = 0.02  # length guard (see speechlm.lm.generate.length_guard)
     max_seconds_per_token: float = 0.25
     slack_seconds: float = 1.0

@@ -114,6 +114,45 @@ def _reference(path_of, uid: str, same_speaker: list[str], seconds: float = 10.0
     return wav[: int(seconds * sr)], sr
 
 
+def real_speech_clips(data: Path, per_set: int) -> list[dict]:
+    """The LJSpeech subset and LibriSpeech test-other clips of ``load_clips`` (evaluation-only, real read speech)."""
+    clips = [c for c in load_clips(data, None, per_set) if c["set"] != "synthetic_test"]
+    if not clips:
+        raise SystemExit(f"no LJSpeech / LibriSpeech test-other clips under {data}")
+    return clips
+
+
+def per_codec_rows(specs: list[str], clips: list[dict], score) -> dict[str, dict]:
+    """For each codec folder (or 'default'): ``score(clip, decoded, sample_rate) -> dict`` over every clip's
+    resynthesis (``neural_roundtrip``, the speaker's next utterance as voice reference), as ``rows`` and
+    their means, overall (``mean``) and per set (``by_set``)."""
+    from tqdm import tqdm
+
+    from speechlm.codec.registry import load_codec
+
+    results = {}
+    for spec in specs:
+        codec = load_codec(spec)
+        rows = []
+        for c in tqdm(clips, desc=spec, unit="clip"):
+            dec, sr, _ = neural_roundtrip(codec, c["wav"], c["sr"], c["reference"])
+            rows.append({"set": c["set"], "id": c["id"], **score(c, dec, sr)})
+        keys = [k for k in rows[0] if k not in ("set", "id")]
+        mean = lambda rs: {k: float(np.nanmean([r[k] for r in rs])) for k in keys}  # noqa: E731
+        sets = sorted({r["set"] for r in rows})
+        results[spec] = {"rows": rows, "mean": mean(rows), "by_set": {s: mean([r for r in rows if r["set"] == s])
+                                                                      for s in sets}}
+    return results
+
+
+def write_report(out: Path, name: str, report: dict, md: str) -> None:
+    """``<out>/<name>.json`` and ``<out>/<name>.md``; the markdown is printed too."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / f"{name}.md").write_text(md, encoding="utf-8")
+    print(md)
+
+
 # ----------------------------------------------------------------------------------------- speed
 
 def speed_worker(spec: str, threads: int, seconds: float) -> dict:

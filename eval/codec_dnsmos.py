@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import sys
 from pathlib import Path
@@ -124,37 +123,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import librosa
     import torch
-    from tqdm import tqdm
 
     sys.path.insert(0, str(REPO))
-    from speechlm.codec.registry import load_codec
     from speechlm.eval.dnsmos import get_dnsmos
 
     torch.set_num_threads(args.threads)
     bench, dnsmos = _bench(), get_dnsmos()
-    clips = [c for c in bench.load_clips(args.data, None, args.per_set) if c["set"] != "synthetic_test"]
-    if not clips:
-        raise SystemExit(f"no LJSpeech / LibriSpeech test-other clips under {args.data}")
-    results = {}
-    for spec in args.codec:
-        codec = load_codec(spec)
-        rows = []
-        for c in tqdm(clips, desc=spec, unit="clip"):
-            dec, sr, _ = bench.neural_roundtrip(codec, c["wav"], c["sr"], c["reference"])
-            orig16 = librosa.resample(c["wav"], orig_sr=c["sr"], target_sr=SR)
-            rows.append({"set": c["set"], "id": c["id"],
-                         **measure(orig16, librosa.resample(dec, orig_sr=sr, target_sr=SR), dnsmos)})
-        keys = [k for k in rows[0] if k not in ("set", "id")]
-        results[spec] = {"rows": rows, "mean": {k: float(np.nanmean([r[k] for r in rows])) for k in keys},
-                         "by_set": {s: {k: float(np.nanmean([r[k] for r in rows if r["set"] == s])) for k in keys}
-                                    for s in sorted({r["set"] for r in rows})}}
+    clips = bench.real_speech_clips(args.data, args.per_set)
+
+    def score(c: dict, dec: np.ndarray, sr: int) -> dict[str, float]:
+        orig16 = librosa.resample(c["wav"], orig_sr=c["sr"], target_sr=SR)
+        return measure(orig16, librosa.resample(dec, orig_sr=sr, target_sr=SR), dnsmos)
+
     report = {"command": "python eval/codec_dnsmos.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "clips": len(clips), "codecs": results}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "dnsmos.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    md = render(report)
-    (args.out / "dnsmos.md").write_text(md, encoding="utf-8")
-    print(md)
+              "clips": len(clips), "codecs": bench.per_codec_rows(args.codec, clips, score)}
+    bench.write_report(args.out, "dnsmos", report, render(report))
     return 0
 
 

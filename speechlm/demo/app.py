@@ -356,8 +356,8 @@ class DemoApp:
                                               label="Top-k (0: off)")
                             top_p = gr.Slider(0.05, 1, value=d.top_p, step=0.05, label="Top-p (1: off)")
                             cfg_scale = gr.Slider(0, 5, value=d.cfg_scale, step=0.25,
-                                                  label="Text guidance (classifier-free; 1: off, about 2x slower "
-                                                        "when on)")
+                                                  label="Text guidance (classifier-free; 1: off; on, each step "
+                                                        "runs twice the rows)")
                             seed = gr.Number(0, precision=0, label="Seed (same seed and settings: same audio; "
                                                                    "-1: new each time)")
                         speak = gr.Button("Speak", variant="primary", elem_id="tts-button")

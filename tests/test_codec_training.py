@@ -37,9 +37,13 @@ def test_tiny_codec_trains_exports_and_resumes(layouts, tmp_path):
     assert resumed["optimizer_states"][0]["state"]  # optimizer moments came along
 
 
-@pytest.mark.parametrize("overlay", [None, "spectral.yaml", "spectral.yaml+harmonic.yaml"],
-                         ids=["gan", "spectral", "harmonic"])
-def test_tiny_vocoder_stage_on_frozen_tokens(layouts, tmp_path, overlay):
+MRD_ONLY = ["--model.mpd_periods", "[]", "--model.mrd_weight", "1.0", "--model.mrd_channels", "4"]  # voice_mrd.yaml's
+
+
+@pytest.mark.parametrize("overlay,extra", [(None, []), (None, MRD_ONLY), ("spectral.yaml", []),
+                                           ("spectral.yaml+harmonic.yaml", [])],
+                         ids=["gan", "mrd-only", "spectral", "harmonic"])
+def test_tiny_vocoder_stage_on_frozen_tokens(layouts, tmp_path, overlay, extra):
     root = layouts.generic_table(lines=[f"u{i}|s|Sentence {i}." for i in range(4)])
     prepare("generic", root, tmp_path / "data", progress=False)
     manifest = str(tmp_path / "data" / "cuts.jsonl.gz")
@@ -54,7 +58,7 @@ def test_tiny_vocoder_stage_on_frozen_tokens(layouts, tmp_path, overlay):
     args = ["vocoder", "-c", str(vocoder_cfgs / "base.yaml"), *overlays, "-c", str(vocoder_cfgs / "tiny.yaml"),
             "--model.codec_dir", str(tmp_path / "codec"), "--data.train_manifests", f"[{manifest}]",
             "--data.val_manifests", f"[{manifest}]", "--trainer.default_root_dir", str(tmp_path / "run"),
-            "--model.export_dir", str(tmp_path / "run" / "export"), "--trainer.logger", "false"]
+            "--model.export_dir", str(tmp_path / "run" / "export"), "--trainer.logger", "false", *extra]
     assert train_main(args) == 0
     tuned = NeuralCodec.from_pretrained(tmp_path / "run" / "export")
     assert tuned.harmonic == ("harmonic" in (overlay or ""))
@@ -62,8 +66,11 @@ def test_tiny_vocoder_stage_on_frozen_tokens(layouts, tmp_path, overlay):
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("tokenizer."))  # tokens frozen
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vocoder."))  # vocoder learned
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    has_discriminators = any(k.startswith(("mpd.", "mrd.")) for k in ckpt["state_dict"])
-    assert has_discriminators == (overlay is None) and len(ckpt["optimizer_states"]) == (2 if overlay is None else 1)
+    discriminators = {k.split(".")[0] for k in ckpt["state_dict"] if k.startswith(("mpd.", "mrd."))}
+    assert discriminators == (set() if overlay else {"mrd"} if extra else {"mpd", "mrd"})
+    assert len(ckpt["optimizer_states"]) == (1 if overlay else 2)
+    if extra:  # the narrow MRD: 4 channels in its first convolution
+        assert ckpt["state_dict"]["mrd.discriminators.0.band_convs.0.0.bias"].shape == (4,)
 
 
 def test_tiny_codec_with_pitch_target_from_an_export(layouts, tmp_path):

@@ -9,7 +9,9 @@ discriminator on real vs. generated audio, then the generator.
 ``gan_start_step: null`` trains the vocoder on the spectral losses alone (mel + ``stft_weight`` x
 multi-resolution STFT), with no discriminators at all: the five MPD periods are 40M parameters,
 several seconds a step on one CPU core, so on CPU (``configs/vocoder/spectral.yaml``) the decoder
-keeps learning on the frozen tokens while the LM trains beside it, and the GAN stage waits for a GPU.
+keeps learning on the frozen tokens while the LM trains beside it, and the full GAN stage waits for a GPU.
+``mpd_periods: []`` drops the MPD and ``mrd_channels`` narrows the MRD (cost grows with its width squared):
+``configs/vocoder/voice_mrd.yaml``'s small adversarial stage for one CPU core.
 
 ``speaker_dim`` makes the vocoder voice-conditioned (see ``speechlm.vocoder.model``): an export
 without conditioning gains a reference encoder and a zero projection, so it starts from exactly the
@@ -28,7 +30,7 @@ import dataclasses
 
 import lightning as L
 import torch
-from vocos.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+from vocos.discriminators import DiscriminatorR, MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from vocos.loss import DiscriminatorLoss, FeatureMatchingLoss, GeneratorLoss
 
 from speechlm.codec.lightning import ExportsCodec, warmup_cosine
@@ -37,13 +39,16 @@ from speechlm.codec.pitch import f0_frames, pitch_loss
 from speechlm.errors import SpeechLMError
 from speechlm.vocoder.losses import MultiResolutionMelLoss, MultiResolutionSTFTLoss
 
+MRD_FFT_SIZES = (2048, 1024, 512)  # vocos' MultiResolutionDiscriminator default
+
 
 class VocoderModule(ExportsCodec, L.LightningModule):
     def __init__(self, codec_dir: str, lr: float = 2e-4, warmup_steps: int = 200, max_steps: int = 100_000,
                  mel_weight: float = 45.0, fm_weight: float = 2.0, mrd_weight: float = 0.1,
                  gan_start_step: int | None = 0, mpd_periods: list[int] = (2, 3, 5, 7, 11),
                  stft_weight: float = 0.0, export_dir: str | None = None, speaker_dim: int | None = None,
-                 reference_dropout: float = 0.1, harmonic: bool | None = None, pitch_weight: float = 1.0):
+                 reference_dropout: float = 0.1, harmonic: bool | None = None, pitch_weight: float = 1.0,
+                 mrd_channels: int = 32):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -57,8 +62,12 @@ class VocoderModule(ExportsCodec, L.LightningModule):
             self.model = _extend_vocoder(self.model, **changes).train()
         self.model.tokenizer.requires_grad_(False)
         self.gan = gan_start_step is not None
-        if self.gan:  # each period is an 8M-parameter sub-discriminator: tiny test configs use one
-            self.mpd, self.mrd = MultiPeriodDiscriminator(periods=tuple(mpd_periods)), MultiResolutionDiscriminator()
+        if self.gan:  # each period is an 8M-parameter sub-discriminator (tiny test configs use one); [] = MRD only
+            self.mpd = MultiPeriodDiscriminator(periods=tuple(mpd_periods)) if mpd_periods else None
+            self.mrd = MultiResolutionDiscriminator()
+            if mrd_channels != 32:  # vocos' MRD takes no width: narrower sub-discriminators (cost ~ channels^2)
+                self.mrd.discriminators = torch.nn.ModuleList(
+                    DiscriminatorR(window_length=w, channels=mrd_channels) for w in MRD_FFT_SIZES)
             self.d_loss, self.g_loss, self.fm_loss = DiscriminatorLoss(), GeneratorLoss(), FeatureMatchingLoss()
         self.mel_loss = MultiResolutionMelLoss(self.model.sample_rate)
         self.stft_loss = MultiResolutionSTFTLoss() if stft_weight > 0 else None
@@ -99,11 +108,7 @@ class VocoderModule(ExportsCodec, L.LightningModule):
         use_gan = self.gan and self.global_step >= h.gan_start_step
 
         if use_gan:
-            real_p, fake_p, _, _ = self.mpd(y=wav, y_hat=y_hat.detach())
-            real_r, fake_r, _, _ = self.mrd(y=wav, y_hat=y_hat.detach())
-            loss_mp, _, _ = self.d_loss(disc_real_outputs=real_p, disc_generated_outputs=fake_p)
-            loss_mr, _, _ = self.d_loss(disc_real_outputs=real_r, disc_generated_outputs=fake_r)
-            loss_d = loss_mp + h.mrd_weight * loss_mr
+            loss_d = sum(w * self.d_loss(*d(y=wav, y_hat=y_hat.detach())[:2])[0] for d, w in self._discriminators())
             opt_d, sched_d = opts[1], scheds[1]
             opt_d.zero_grad()
             self.manual_backward(loss_d)
@@ -121,13 +126,11 @@ class VocoderModule(ExportsCodec, L.LightningModule):
             loss_g = loss_g + h.stft_weight * stft
             self.log("train/stft", stft)
         if use_gan:
-            _, fake_p, fmap_rp, fmap_gp = self.mpd(y=wav, y_hat=y_hat)
-            _, fake_r, fmap_rr, fmap_gr = self.mrd(y=wav, y_hat=y_hat)
-            adv_p, _ = self.g_loss(disc_outputs=fake_p)
-            adv_r, _ = self.g_loss(disc_outputs=fake_r)
-            fm = self.fm_loss(fmap_r=fmap_rp, fmap_g=fmap_gp) + h.mrd_weight * self.fm_loss(fmap_r=fmap_rr,
-                                                                                             fmap_g=fmap_gr)
-            adv = adv_p + h.mrd_weight * adv_r
+            adv = fm = 0.0
+            for d, w in self._discriminators():
+                _, fake, fmap_real, fmap_fake = d(y=wav, y_hat=y_hat)
+                adv = adv + w * self.g_loss(disc_outputs=fake)[0]
+                fm = fm + w * self.fm_loss(fmap_r=fmap_real, fmap_g=fmap_fake)
             loss_g = loss_g + adv + h.fm_weight * fm
             self.log_dict({"train/adv": adv, "train/fm": fm})
         opt_g.zero_grad()
@@ -135,6 +138,10 @@ class VocoderModule(ExportsCodec, L.LightningModule):
         opt_g.step()
         sched_g.step()
         self.log_dict({"train/gen": loss_g, "train/mel": mel}, prog_bar=True)
+
+    def _discriminators(self) -> list[tuple[torch.nn.Module, float]]:
+        """(discriminator, loss weight) pairs: MPD at 1 when it has periods, MRD at ``mrd_weight``."""
+        return ([(self.mpd, 1.0)] if self.mpd is not None else []) + [(self.mrd, self.hparams.mrd_weight)]
 
     def validation_step(self, batch, batch_idx: int) -> None:
         wav, reference = self._unpack(batch)
@@ -147,7 +154,8 @@ class VocoderModule(ExportsCodec, L.LightningModule):
         h = self.hparams
         opts = [torch.optim.AdamW(self.model.vocoder.parameters(), lr=h.lr, betas=(0.8, 0.9))]
         if self.gan:
-            opts.append(torch.optim.AdamW([*self.mpd.parameters(), *self.mrd.parameters()], lr=h.lr, betas=(0.8, 0.9)))
+            params = [p for d, _ in self._discriminators() for p in d.parameters()]
+            opts.append(torch.optim.AdamW(params, lr=h.lr, betas=(0.8, 0.9)))
         sched = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: warmup_cosine(s, h.warmup_steps, h.max_steps))
                  for o in opts]
         return opts, [{"scheduler": s, "interval": "step"} for s in sched]

@@ -76,10 +76,16 @@ def neural_roundtrip(codec, wav: np.ndarray, sr: int, reference: tuple[np.ndarra
 
 # ----------------------------------------------------------------------------------------- data
 
-def load_clips(data: Path | None, synth: Path | None, per_set: int) -> list[dict]:
+EVAL_FOLDERS = ("librispeech_test_other", "ljspeech_subset")  # evaluation-only: never trained on
+
+
+def load_clips(data: Path | None, synth: Path | None, per_set: int, folders: tuple[str, ...] = EVAL_FOLDERS,
+               split: str = "test") -> list[dict]:
+    """Up to ``per_set`` clips of each of ``folders`` under ``data`` and of the embedded corpus's ``split``
+    under ``synth``, each with its text and voice reference (``_reference``)."""
     clips = []
     if data is not None:
-        for folder in ("librispeech_test_other", "ljspeech_subset"):
+        for folder in folders:
             meta = data / folder / "metadata.csv"
             if not meta.exists():
                 continue
@@ -94,11 +100,11 @@ def load_clips(data: Path | None, synth: Path | None, per_set: int) -> list[dict
                               "reference": _reference(path_of, uid, [r[0] for r in rows if r[1] == spk])})
     if synth is not None and (synth / "metadata.csv").exists():
         with open(synth / "metadata.csv", encoding="utf-8") as f:
-            rows = [r for r in csv.DictReader(f, delimiter="|") if r["split"] == "test"]
+            rows = [r for r in csv.DictReader(f, delimiter="|") if r["split"] == split]
         for r in rows[:: max(1, len(rows) // per_set)][:per_set]:
             wav, sr = sf.read(synth / "wavs" / f"{r['id']}.flac", dtype="float32")
             same = [q["id"] for q in rows if q["speaker"] == r["speaker"]]
-            clips.append({"set": "synthetic_test", "id": r["id"], "speaker": r["speaker"], "text": r["text"],
+            clips.append({"set": f"synthetic_{split}", "id": r["id"], "speaker": r["speaker"], "text": r["text"],
                           "wav": wav, "sr": sr,
                           "reference": _reference(lambda u: synth / "wavs" / f"{u}.flac", r["id"], same)})
     return clips
@@ -122,21 +128,36 @@ def real_speech_clips(data: Path, per_set: int) -> list[dict]:
     return clips
 
 
-def per_codec_rows(specs: list[str], clips: list[dict], score) -> dict[str, dict]:
-    """For each codec folder (or 'default'): ``score(clip, decoded, sample_rate) -> dict`` over every clip's
-    resynthesis (``neural_roundtrip``, the speaker's next utterance as voice reference), as ``rows`` and
-    their means, overall (``mean``) and per set (``by_set``)."""
-    from tqdm import tqdm
-
+def roundtrip_of(spec: str, tmp: Path):
+    """``clip -> (decoded, sample_rate)`` for a codec spec: a saved codec folder or 'default' (decoded with
+    the speaker's next utterance as voice reference), or a classic codec, ``codec2:MODE`` / ``opus:KBPS``,
+    whose output is brought to 24 kHz so that it is scored as ours is."""
+    kind, _, mode = spec.partition(":")
+    if kind in ("codec2", "opus"):
+        def classic(c: dict) -> tuple[np.ndarray, int]:
+            run = codec2_roundtrip if kind == "codec2" else opus_roundtrip
+            dec, sr, _ = run(c["wav"], c["sr"], mode if kind == "codec2" else int(mode), tmp)
+            return _resample(dec, sr, 24000), 24000
+        return classic
     from speechlm.codec.registry import load_codec
+
+    codec = load_codec(spec)
+    return lambda c: neural_roundtrip(codec, c["wav"], c["sr"], c["reference"])[:2]
+
+
+def per_codec_rows(specs: list[str], clips: list[dict], score) -> dict[str, dict]:
+    """For each codec spec (``roundtrip_of``): ``score(clip, decoded, sample_rate) -> dict`` over every clip's
+    resynthesis, as ``rows`` and their means, overall (``mean``) and per set (``by_set``)."""
+    from tqdm import tqdm
 
     results = {}
     for spec in specs:
-        codec = load_codec(spec)
-        rows = []
-        for c in tqdm(clips, desc=spec, unit="clip"):
-            dec, sr, _ = neural_roundtrip(codec, c["wav"], c["sr"], c["reference"])
-            rows.append({"set": c["set"], "id": c["id"], **score(c, dec, sr)})
+        with tempfile.TemporaryDirectory() as tmp:
+            run = roundtrip_of(spec, Path(tmp))
+            rows = []
+            for c in tqdm(clips, desc=spec, unit="clip"):
+                dec, sr = run(c)
+                rows.append({"set": c["set"], "id": c["id"], **score(c, dec, sr)})
         keys = [k for k in rows[0] if k not in ("set", "id")]
         mean = lambda rs: {k: float(np.nanmean([r[k] for r in rs])) for k in keys}  # noqa: E731
         sets = sorted({r["set"] for r in rows})

@@ -77,6 +77,15 @@ class NeuralCodec(Codec, torch.nn.Module):
         other.load_state_dict(self.state_dict())
         return other.eval()
 
+    def with_postfilter(self, strength: float, bins: int | None = None) -> "NeuralCodec":
+        """The same weights and tokens, decoding with the vocoder's postfilter at ``strength`` (0 = off;
+        ``speechlm.vocoder.model.sharpen``), its envelope ``bins`` wide (default: as configured)."""
+        changes = {"postfilter": float(strength)} | ({} if bins is None else {"postfilter_bins": int(bins)})
+        other = NeuralCodec(self.codec_config, dataclasses.replace(self.vocoder_config, **changes), self.info.name,
+                            self.info.version, self.info.n_codebooks)
+        other.load_state_dict(self.state_dict())
+        return other.eval()
+
     # ------------------------------------------------------------------ persistence
 
     def save_pretrained(self, out_dir: str | Path) -> Path:

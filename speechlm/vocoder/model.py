@@ -29,6 +29,7 @@ from vocos.heads import ISTFTHead
 from vocos.models import VocosBackbone
 
 from speechlm.codec.pitch import F0_REF
+from speechlm.errors import SpeechLMError
 from speechlm.vocoder.harmonic import excitation, fill_unvoiced, stft_same
 
 
@@ -45,6 +46,13 @@ class VocoderConfig:
     speaker_dim: int = 0  # voice embedding size from a reference clip; 0 = not voice-conditioned
     harmonic: bool = False  # add a harmonic source at the predicted F0 (speechlm.vocoder.harmonic)
     harmonic_max_hz: float = 8000.0  # the source's highest harmonic
+    postfilter: float = 0.0  # spectral contrast enhancement at inference (see sharpen); 0 = off
+    postfilter_bins: int = 9  # its envelope: a moving average over this many STFT bins (9 x 23.4 Hz at 24 kHz)
+
+    def __post_init__(self):
+        if self.postfilter < 0 or self.postfilter_bins < 3 or self.postfilter_bins % 2 == 0:
+            raise SpeechLMError(f"vocoder postfilter needs strength >= 0 and an odd postfilter_bins >= 3, got "
+                                f"{self.postfilter} and {self.postfilter_bins}")
 
     @classmethod
     def tiny(cls) -> "VocoderConfig":
@@ -88,6 +96,26 @@ class VocoderOutput:
     wav: torch.Tensor  # [B, T100 * hop_length]
     pitch: torch.Tensor | None = None  # [B, 2, T100]: voicing logit, log2(F0 / 100 Hz) (harmonic only)
     phase: torch.Tensor | None = None  # [B, T100 + 1]: the source's phase at each frame start (harmonic only)
+
+
+def sharpen(log_mag: torch.Tensor, strength: float, bins: int) -> torch.Tensor:
+    """Spectral contrast enhancement of ``log_mag [B, F, T]`` (natural-log STFT magnitudes), frame by frame.
+
+    Each frame's log spectrum moves away from its own envelope (a ``bins``-wide moving average over
+    frequency) by ``strength`` x the difference: peaks (harmonics, formants) rise, the valleys between
+    them sink, and the frame's energy is put back where it was. A vocoder trained on L1 spectral losses
+    predicts the average of what the tokens leave open, which fills those valleys; speech codecs have long
+    answered that with a postfilter (the formant postfilters of CELP and Codec2). Frame-local, so chunked
+    decoding still equals the full pass.
+    """
+    b, f, t = log_mag.shape
+    frames = log_mag.transpose(1, 2).reshape(b * t, 1, f)
+    pad = bins // 2
+    envelope = nn.functional.avg_pool1d(nn.functional.pad(frames, (pad, pad), mode="replicate"), bins, stride=1)
+    out = frames + strength * (frames - envelope)
+    energy = lambda x: torch.logsumexp(2 * x, dim=-1, keepdim=True)  # noqa: E731  log of the frame's power
+    out = out + (energy(frames) - energy(out)) / 2
+    return out.reshape(b, t, f).transpose(1, 2)
 
 
 class Vocoder(nn.Module):
@@ -141,6 +169,8 @@ class Vocoder(nn.Module):
         with torch.autocast(latent.device.type, enabled=False):  # the inverse STFT wants fp32
             x = x.float()
             mag, p = self.head.out(x).transpose(1, 2).chunk(2, dim=1)  # vocos' ISTFTHead, spectrum kept
+            if self.cfg.postfilter and not self.training:
+                mag = sharpen(mag, self.cfg.postfilter, self.cfg.postfilter_bins)
             spec = torch.exp(mag).clip(max=1e2) * (torch.cos(p) + 1j * torch.sin(p))
             if not self.cfg.harmonic:
                 return VocoderOutput(self.head.istft(spec))

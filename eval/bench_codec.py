@@ -74,6 +74,51 @@ def neural_roundtrip(codec, wav: np.ndarray, sr: int, reference: tuple[np.ndarra
     return dec, codec.sample_rate, math.ceil(codes.shape[-1] / codec.frame_rate * codec.bitrate / 8)
 
 
+def quantize_f0(f0, bits: int, frames_per_code: int):
+    """F0 ``[B, T100]`` (Hz, 0 = unvoiced) as a ``bits``-bit stream at the codec's frame rate would carry it:
+    per codec frame, voiced by majority, the median voiced F0 on a log scale from F0_FLOOR to F0_CEIL in
+    ``2**bits - 1`` steps (one code is 'unvoiced'), held over the frame."""
+    import torch
+
+    from speechlm.codec.pitch import F0_CEIL, F0_FLOOR
+
+    b, t = f0.shape
+    pad = -t % frames_per_code
+    x = torch.nn.functional.pad(f0, (0, pad)).reshape(b, -1, frames_per_code)
+    voiced = (x > 0).float().mean(-1) > 0.5
+    median = torch.where(x > 0, x, torch.nan).nanmedian(-1).values
+    steps = 2 ** bits - 2
+    lo, hi = torch.log2(torch.tensor(F0_FLOOR)), torch.log2(torch.tensor(F0_CEIL))
+    q = torch.round((torch.log2(median.clamp(F0_FLOOR, F0_CEIL)) - lo) / (hi - lo) * steps)
+    held = torch.where(voiced, torch.exp2(lo + q / steps * (hi - lo)), torch.zeros_like(median))
+    return held.repeat_interleave(frames_per_code, -1)[:, :t]
+
+
+def oracle_f0_roundtrip(codec, wav: np.ndarray, sr: int, reference: tuple[np.ndarray, int] | None = None,
+                        bits: int | None = None) -> tuple[np.ndarray, int]:
+    """A harmonic codec decoding with the original's F0 (WORLD, as its training's teacher forcing) in place of
+    its own prediction, exact or as ``quantize_f0(bits)`` sends it: what the decoder would make if the tokens
+    carried pitch as a classic codec does."""
+    import torch
+
+    from speechlm.codec.base import prepare_waveform
+    from speechlm.codec.pitch import f0_frames
+
+    if not getattr(codec, "harmonic", False):
+        raise SystemExit("an oracle-F0 decode (DIR@f0) needs a codec whose vocoder has a harmonic source")
+    cfg = codec.vocoder_config
+    codes = codec.encode(wav, sample_rate=sr)
+    x = prepare_waveform(wav, sr, codec.sample_rate)
+    t100 = codes.shape[-1] * cfg.upsample
+    f0 = torch.nn.functional.pad(f0_frames(x, cfg.sample_rate, cfg.hop_length), (0, t100))[:, :t100]
+    if bits:
+        f0 = quantize_f0(f0, bits, cfg.upsample)
+    speaker = codec.speaker_embedding(*reference) if reference is not None else None
+    with torch.inference_mode():
+        out = codec.vocoder.synthesize(codec.tokenizer.embed(codes), speaker, f0=f0)
+    return out.wav[0, : x.shape[-1]].numpy(), codec.sample_rate
+
+
 # ----------------------------------------------------------------------------------------- data
 
 EVAL_FOLDERS = ("librispeech_test_other", "ljspeech_subset")  # evaluation-only: never trained on
@@ -131,7 +176,14 @@ def real_speech_clips(data: Path, per_set: int) -> list[dict]:
 def roundtrip_of(spec: str, tmp: Path):
     """``clip -> (decoded, sample_rate)`` for a codec spec: a saved codec folder or 'default' (decoded with
     the speaker's next utterance as voice reference), or a classic codec, ``codec2:MODE`` / ``opus:KBPS``,
-    whose output is brought to 24 kHz so that it is scored as ours is."""
+    whose output is brought to 24 kHz so that it is scored as ours is. ``DIR@f0`` / ``DIR@f0:BITS``: a
+    harmonic codec with the original's F0 (``oracle_f0_roundtrip``)."""
+    folder, _, oracle = spec.partition("@")
+    if oracle:
+        from speechlm.codec.registry import load_codec
+
+        codec, bits = load_codec(folder), int(oracle.partition(":")[2] or 0) or None
+        return lambda c: oracle_f0_roundtrip(codec, c["wav"], c["sr"], c["reference"], bits)
     kind, _, mode = spec.partition(":")
     if kind in ("codec2", "opus"):
         def classic(c: dict) -> tuple[np.ndarray, int]:

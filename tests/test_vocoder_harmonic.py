@@ -15,7 +15,7 @@ from speechlm.errors import SpeechLMError
 from speechlm.vocoder.harmonic import excitation, fill_unvoiced, stft_same
 from speechlm.vocoder.lightning import _extend_vocoder
 from speechlm.vocoder.model import VocoderConfig
-from tests.conftest import voiced
+from tests.conftest import eval_script, voiced
 
 SR, HOP = 24000, 240
 
@@ -101,3 +101,30 @@ def test_harmonic_codec_saves_and_loads(tmp_path):
     again = NeuralCodec.from_pretrained(tmp_path / "c")
     codes = codec.encode(voiced(0.5, SR))
     assert again.harmonic and torch.equal(again.decode(codes), codec.decode(codes))
+
+
+def test_quantized_f0_holds_one_log_step_per_codec_frame():
+    quantize_f0 = eval_script("bench_codec").quantize_f0
+    f0 = torch.tensor([[0, 0, 0, 0, 100, 101, 0, 102, 200, 210, 220, 230, 0, 150]], dtype=torch.float32)
+    q = quantize_f0(f0, 7, 4)
+    assert q.shape == f0.shape and (q[0, :4] == 0).all() and (q[0, 12:] == 0).all()  # majority unvoiced
+    assert torch.unique(q[0, 4:8]).numel() == 1 and torch.unique(q[0, 8:12]).numel() == 1  # held over the frame
+    medians = torch.tensor([101.0, 210.0])  # of the voiced frames (torch takes the lower middle one)
+    cents = 1200 * torch.log2(q[0, [4, 8]] / medians).abs()
+    assert (cents <= 0.5 * 1200 * np.log2(600 / 50) / 126 + 1e-3).all()  # within half a 7-bit step
+
+
+def test_oracle_f0_decode_uses_the_originals_pitch(tmp_path):
+    bench = eval_script("bench_codec")
+    codec = _harmonic()
+    codec.save_pretrained(tmp_path / "h")
+    clip = {"wav": voiced(1.0, SR, f0=150.0), "sr": SR, "reference": None}
+    exact, sr = bench.roundtrip_of(f"{tmp_path / 'h'}@f0", tmp_path)(clip)
+    coarse, _ = bench.roundtrip_of(f"{tmp_path / 'h'}@f0:4", tmp_path)(clip)
+    own, _, _ = bench.neural_roundtrip(codec, clip["wav"], SR)
+    assert sr == SR and exact.shape == coarse.shape == own.shape == (SR,)
+    assert not np.allclose(exact, own, atol=1e-4) and not np.allclose(exact, coarse, atol=1e-4)
+    plain = NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny())
+    plain.save_pretrained(tmp_path / "p")
+    with pytest.raises(SystemExit, match="harmonic"):
+        bench.roundtrip_of(f"{tmp_path / 'p'}@f0", tmp_path)(clip)

@@ -76,8 +76,8 @@ def neural_roundtrip(codec, wav: np.ndarray, sr: int, reference: tuple[np.ndarra
 
 def quantize_f0(f0, bits: int, frames_per_code: int):
     """F0 ``[B, T100]`` (Hz, 0 = unvoiced) as a ``bits``-bit stream at the codec's frame rate would carry it:
-    per codec frame, voiced by majority, the median voiced F0 on a log scale from F0_FLOOR to F0_CEIL in
-    ``2**bits - 1`` steps (one code is 'unvoiced'), held over the frame."""
+    per codec frame, voiced by majority, the median voiced F0 on one of ``2**bits - 1`` log-spaced levels
+    from F0_FLOOR to F0_CEIL (one more code says 'unvoiced'), held over the frame."""
     import torch
 
     from speechlm.codec.pitch import F0_CEIL, F0_FLOOR
@@ -167,7 +167,7 @@ def _reference(path_of, uid: str, same_speaker: list[str], seconds: float = 10.0
 
 def real_speech_clips(data: Path, per_set: int) -> list[dict]:
     """The LJSpeech subset and LibriSpeech test-other clips of ``load_clips`` (evaluation-only, real read speech)."""
-    clips = [c for c in load_clips(data, None, per_set) if c["set"] != "synthetic_test"]
+    clips = load_clips(data, None, per_set)
     if not clips:
         raise SystemExit(f"no LJSpeech / LibriSpeech test-other clips under {data}")
     return clips
@@ -178,12 +178,6 @@ def roundtrip_of(spec: str, tmp: Path):
     the speaker's next utterance as voice reference), or a classic codec, ``codec2:MODE`` / ``opus:KBPS``,
     whose output is brought to 24 kHz so that it is scored as ours is. ``DIR@f0`` / ``DIR@f0:BITS``: a
     harmonic codec with the original's F0 (``oracle_f0_roundtrip``)."""
-    folder, _, oracle = spec.partition("@")
-    if oracle:
-        from speechlm.codec.registry import load_codec
-
-        codec, bits = load_codec(folder), int(oracle.partition(":")[2] or 0) or None
-        return lambda c: oracle_f0_roundtrip(codec, c["wav"], c["sr"], c["reference"], bits)
     kind, _, mode = spec.partition(":")
     if kind in ("codec2", "opus"):
         def classic(c: dict) -> tuple[np.ndarray, int]:
@@ -193,8 +187,14 @@ def roundtrip_of(spec: str, tmp: Path):
         return classic
     from speechlm.codec.registry import load_codec
 
-    codec = load_codec(spec)
-    return lambda c: neural_roundtrip(codec, c["wav"], c["sr"], c["reference"])[:2]
+    folder, _, oracle = spec.partition("@")
+    codec = load_codec(folder)
+    if not oracle:
+        return lambda c: neural_roundtrip(codec, c["wav"], c["sr"], c["reference"])[:2]
+    what, _, bits = oracle.partition(":")
+    if what != "f0" or not (bits == "" or bits.isdigit()):
+        raise SystemExit(f"{spec}: after '@' expected f0 or f0:BITS")
+    return lambda c: oracle_f0_roundtrip(codec, c["wav"], c["sr"], c["reference"], int(bits) if bits else None)
 
 
 def per_codec_rows(specs: list[str], clips: list[dict], score) -> dict[str, dict]:

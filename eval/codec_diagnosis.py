@@ -69,7 +69,8 @@ def periodicity(ref16: np.ndarray, dec16: np.ndarray) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--codec", action="append", required=True,
-                    help="a saved codec folder, 'default', codec2:MODE or opus:KBPS (repeatable)")
+                    help="a saved codec folder or 'default' (DIR@f0[:BITS]: a harmonic one with the "
+                         "original's F0), codec2:MODE or opus:KBPS (repeatable)")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--per-set", type=int, default=6)
     ap.add_argument("--threads", type=int, default=1)

@@ -128,3 +128,5 @@ def test_oracle_f0_decode_uses_the_originals_pitch(tmp_path):
     plain.save_pretrained(tmp_path / "p")
     with pytest.raises(SystemExit, match="harmonic"):
         bench.roundtrip_of(f"{tmp_path / 'p'}@f0", tmp_path)(clip)
+    with pytest.raises(SystemExit, match="f0:BITS"):
+        bench.roundtrip_of(f"{tmp_path / 'h'}@pitch", tmp_path)

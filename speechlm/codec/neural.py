@@ -73,16 +73,17 @@ class NeuralCodec(Codec, torch.nn.Module):
 
     def with_codebooks(self, n_codebooks: int) -> "NeuralCodec":
         """The same weights at a lower bitrate (the first ``n_codebooks`` residual levels)."""
-        other = NeuralCodec(self.codec_config, self.vocoder_config, self.info.name, self.info.version, n_codebooks)
-        other.load_state_dict(self.state_dict())
-        return other.eval()
+        return self._variant(self.vocoder_config, n_codebooks)
 
     def with_postfilter(self, strength: float, bins: int | None = None) -> "NeuralCodec":
         """The same weights and tokens, decoding with the vocoder's postfilter at ``strength`` (0 = off;
         ``speechlm.vocoder.model.sharpen``), its envelope ``bins`` wide (default: as configured)."""
         changes = {"postfilter": float(strength)} | ({} if bins is None else {"postfilter_bins": int(bins)})
-        other = NeuralCodec(self.codec_config, dataclasses.replace(self.vocoder_config, **changes), self.info.name,
-                            self.info.version, self.info.n_codebooks)
+        return self._variant(dataclasses.replace(self.vocoder_config, **changes), self.info.n_codebooks)
+
+    def _variant(self, vocoder: VocoderConfig, n_codebooks: int) -> "NeuralCodec":
+        """A codec with these weights, another vocoder setting or number of levels (the weights' shapes unchanged)."""
+        other = NeuralCodec(self.codec_config, vocoder, self.info.name, self.info.version, n_codebooks)
         other.load_state_dict(self.state_dict())
         return other.eval()
 

@@ -38,6 +38,50 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+def tuning_clips(data: Path, synth: Path, per_set: int) -> list[dict]:
+    """Training-side clips: LibriSpeech train-clean-100 (``data``) and the embedded corpus's dev split (``synth``)."""
+    clips = _bench().load_clips(data if data.exists() else None, synth, per_set, folders=TUNING_FOLDERS, split="dev")
+    if not clips:
+        sys.exit(f"no tuning clips: neither {data}/librispeech_train_clean_100 nor {synth} (dev split)")
+    return clips
+
+
+SCORES = ("pesq_wb", "stoi", "dnsmos_ovrl")
+
+
+def score_decoders(base, decoders: dict, clips: list[dict], dnsmos) -> list[dict]:
+    """Every clip encoded once by ``base`` and decoded by each of ``decoders`` (key -> codec with the same
+    tokenizer); one row per clip and decoder with PESQ-WB, STOI and DNSMOS OVRL at 16 kHz."""
+    import torch
+    from tqdm import tqdm
+
+    from speechlm.eval.fidelity import fidelity
+
+    rows = []
+    with torch.inference_mode():
+        for c in tqdm(clips, desc="clips", unit="clip"):
+            codes = base.encode(c["wav"], sample_rate=c["sr"])
+            n = round(len(c["wav"]) * base.sample_rate / c["sr"])
+            for key, codec in decoders.items():
+                speaker = codec.speaker_embedding(*c["reference"]) if c["reference"] is not None else None
+                dec = codec.decode(codes, n, speaker=speaker)[0].numpy()
+                f = fidelity(c["wav"], c["sr"], dec, codec.sample_rate)
+                rows.append({"set": c["set"], "id": c["id"], "decoder": key, "pesq_wb": f.pesq_wb, "stoi": f.stoi,
+                             "dnsmos_ovrl": dnsmos(dec, codec.sample_rate).ovrl})
+    return rows
+
+
+def summarize(rows: list[dict], keys: list, sets: list[str]) -> dict:
+    """decoder key -> mean scores over its clips, and per set (``by_set``)."""
+    out = {}
+    for key in keys:
+        mine = [r for r in rows if r["decoder"] == key]
+        out[key] = {k: float(np.nanmean([r[k] for r in mine])) for k in SCORES}
+        out[key]["by_set"] = {s: {k: float(np.nanmean([r[k] for r in mine if r["set"] == s])) for k in SCORES}
+                              for s in sets}
+    return out
+
+
 def choose(table: list[dict]) -> dict:
     """Best mean PESQ-WB among the settings whose DNSMOS OVRL is at least the unfiltered one's."""
     off = next(r for r in table if r["strength"] == 0)
@@ -59,44 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from tqdm import tqdm
 
     sys.path.insert(0, str(REPO))
     from speechlm.codec.registry import load_codec
     from speechlm.eval.dnsmos import get_dnsmos
-    from speechlm.eval.fidelity import fidelity
 
     torch.set_num_threads(args.threads)
     bench, dnsmos = _bench(), get_dnsmos()
-    clips = bench.load_clips(args.data if args.data.exists() else None, args.synth, args.per_set,
-                             folders=TUNING_FOLDERS, split="dev")
-    if not clips:
-        sys.exit(f"no tuning clips: neither {args.data}/librispeech_train_clean_100 nor {args.synth} (dev split)")
+    clips = tuning_clips(args.data, args.synth, args.per_set)
     base = load_codec(args.codec)
     settings = [(0.0, base.vocoder_config.postfilter_bins)] + [(s, b) for s in args.strength if s > 0
                                                               for b in args.bins]
     codecs = {st: base.with_postfilter(*st) for st in settings}
-    rows = []
-    with torch.inference_mode():
-        for c in tqdm(clips, desc="clips", unit="clip"):
-            codes = base.encode(c["wav"], sample_rate=c["sr"])
-            n = round(len(c["wav"]) * base.sample_rate / c["sr"])
-            speaker = base.speaker_embedding(*c["reference"]) if c["reference"] is not None else None
-            for (strength, bins), codec in codecs.items():
-                dec = codec.decode(codes, n, speaker=speaker)[0].numpy()
-                f = fidelity(c["wav"], c["sr"], dec, base.sample_rate)
-                rows.append({"set": c["set"], "id": c["id"], "strength": strength, "bins": bins,
-                             "pesq_wb": f.pesq_wb, "stoi": f.stoi,
-                             "dnsmos_ovrl": dnsmos(dec, base.sample_rate).ovrl})
-    keys = ("pesq_wb", "stoi", "dnsmos_ovrl")
+    rows = score_decoders(base, codecs, clips, dnsmos)
     sets = sorted({c["set"] for c in clips})
-    table = []
-    for strength, bins in settings:
-        mine = [r for r in rows if (r["strength"], r["bins"]) == (strength, bins)]
-        entry = {"strength": strength, "bins": bins, **{k: float(np.nanmean([r[k] for r in mine])) for k in keys}}
-        entry["by_set"] = {s: {k: float(np.nanmean([r[k] for r in mine if r["set"] == s])) for k in keys}
-                           for s in sets}
-        table.append(entry)
+    table = [{"strength": strength, "bins": bins, **summary}
+             for (strength, bins), summary in summarize(rows, settings, sets).items()]
     best = choose(table)
     report = {"command": "python eval/codec_postfilter.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "codec": args.codec, "clips": {s: sum(c["set"] == s for c in clips) for s in sets},

@@ -41,8 +41,9 @@ MRD_ONLY = ["--model.mpd_periods", "[]", "--model.mrd_weight", "1.0", "--model.m
 
 
 @pytest.mark.parametrize("overlay,extra", [(None, []), (None, MRD_ONLY), ("spectral.yaml", []),
-                                           ("spectral.yaml+harmonic.yaml", [])],
-                         ids=["gan", "mrd-only", "spectral", "harmonic"])
+                                           ("spectral.yaml+harmonic.yaml", []),
+                                           ("spectral.yaml", ["--model.phase_weight", "1.0"])],
+                         ids=["gan", "mrd-only", "spectral", "harmonic", "phase"])
 def test_tiny_vocoder_stage_on_frozen_tokens(layouts, tmp_path, overlay, extra):
     root = layouts.generic_table(lines=[f"u{i}|s|Sentence {i}." for i in range(4)])
     prepare("generic", root, tmp_path / "data", progress=False)
@@ -67,9 +68,10 @@ def test_tiny_vocoder_stage_on_frozen_tokens(layouts, tmp_path, overlay, extra):
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vocoder."))  # vocoder learned
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     discriminators = {k.split(".")[0] for k in ckpt["state_dict"] if k.startswith(("mpd.", "mrd."))}
-    assert discriminators == (set() if overlay else {"mrd"} if extra else {"mpd", "mrd"})
+    assert discriminators == (set() if overlay else {"mrd"} if extra == MRD_ONLY else {"mpd", "mrd"})
     assert len(ckpt["optimizer_states"]) == (1 if overlay else 2)
-    if extra:  # the narrow MRD: 4 channels in its first convolution
+    assert ckpt["hyper_parameters"]["phase_weight"] == (1.0 if "--model.phase_weight" in extra else 0.0)
+    if extra == MRD_ONLY:  # the narrow MRD: 4 channels in its first convolution
         assert ckpt["state_dict"]["mrd.discriminators.0.band_convs.0.0.bias"].shape == (4,)
 
 

@@ -1,5 +1,5 @@
 """The vocoder's postfilter (speechlm.vocoder.model.sharpen): what it does to a spectrum, that it is off by
-default and in training, that it keeps the tokens and chunked decoding exact, and eval/codec_postfilter.py's choice."""
+default and in training, that it keeps the tokens and chunked decoding exact, and eval/codec_postfilter.py's choice; eval/codec_select.py's, which shares its tuning clips."""
 
 from __future__ import annotations
 
@@ -63,3 +63,18 @@ def test_the_choice_keeps_dnsmos_and_maximises_pesq():
              {"strength": 0.2, "bins": 5, "pesq_wb": 1.45, "dnsmos_ovrl": 2.71}]
     assert (choose(table)["strength"], choose(table)["bins"]) == (0.2, 5)
     assert choose(table[:2])["strength"] == 0.0
+
+
+def test_codec_select_compares_decoders_of_one_tokenizer_only(codec):
+    select = eval_script("codec_select")
+    retrained = NeuralCodec(codec.codec_config, codec.vocoder_config, codec.info.name, codec.info.version)
+    retrained.load_state_dict(codec.state_dict())
+    with torch.no_grad():
+        retrained.vocoder.head.out.bias.add_(0.1)  # another vocoder on the same tokens
+    assert select.same_tokenizer(codec, retrained)
+    with torch.no_grad():
+        next(retrained.tokenizer.parameters()).add_(0.1)
+    assert not select.same_tokenizer(codec, retrained)
+    table = [{"codec": "ref", "pesq_wb": 1.3, "dnsmos_ovrl": 2.5}, {"codec": "a", "pesq_wb": 1.5, "dnsmos_ovrl": 2.4},
+             {"codec": "b", "pesq_wb": 1.4, "dnsmos_ovrl": 2.6}]
+    assert select.choose(table)["codec"] == "b"  # a's PESQ comes with a lower DNSMOS than the reference's

@@ -10,6 +10,8 @@ discriminator on real vs. generated audio, then the generator.
 multi-resolution STFT), with no discriminators at all: the five MPD periods are 40M parameters,
 several seconds a step on one CPU core, so on CPU (``configs/vocoder/spectral.yaml``) the decoder
 keeps learning on the frozen tokens while the LM trains beside it, and the full GAN stage waits for a GPU.
+``phase_weight`` adds the phase-derivative loss (``speechlm.vocoder.losses.PhaseDerivativeLoss``), which asks
+for the target's harmonic frequencies and frame timing where the magnitude losses leave the phase free.
 ``mpd_periods: []`` drops the MPD and ``mrd_channels`` narrows the MRD (cost grows with its width squared):
 ``configs/vocoder/voice_mrd.yaml``'s small adversarial stage for one CPU core.
 
@@ -37,7 +39,7 @@ from speechlm.codec.lightning import ExportsCodec, warmup_cosine
 from speechlm.codec.neural import NeuralCodec
 from speechlm.codec.pitch import f0_frames, pitch_loss
 from speechlm.errors import SpeechLMError
-from speechlm.vocoder.losses import MultiResolutionMelLoss, MultiResolutionSTFTLoss
+from speechlm.vocoder.losses import MultiResolutionMelLoss, MultiResolutionSTFTLoss, PhaseDerivativeLoss
 
 MRD_FFT_SIZES = (2048, 1024, 512)  # vocos' MultiResolutionDiscriminator default
 
@@ -48,7 +50,7 @@ class VocoderModule(ExportsCodec, L.LightningModule):
                  gan_start_step: int | None = 0, mpd_periods: list[int] = (2, 3, 5, 7, 11),
                  stft_weight: float = 0.0, export_dir: str | None = None, speaker_dim: int | None = None,
                  reference_dropout: float = 0.1, harmonic: bool | None = None, pitch_weight: float = 1.0,
-                 mrd_channels: int = 32):
+                 mrd_channels: int = 32, phase_weight: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -71,6 +73,7 @@ class VocoderModule(ExportsCodec, L.LightningModule):
             self.d_loss, self.g_loss, self.fm_loss = DiscriminatorLoss(), GeneratorLoss(), FeatureMatchingLoss()
         self.mel_loss = MultiResolutionMelLoss(self.model.sample_rate)
         self.stft_loss = MultiResolutionSTFTLoss() if stft_weight > 0 else None
+        self.phase_loss = PhaseDerivativeLoss() if phase_weight > 0 else None
 
     def _generate(self, wav: torch.Tensor, reference: torch.Tensor | None = None, dropout: float = 0.0,
                   teacher_f0: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -125,6 +128,10 @@ class VocoderModule(ExportsCodec, L.LightningModule):
             stft = self.stft_loss(y_hat, wav)
             loss_g = loss_g + h.stft_weight * stft
             self.log("train/stft", stft)
+        if self.phase_loss is not None:
+            phase = self.phase_loss(y_hat, wav)
+            loss_g = loss_g + h.phase_weight * phase
+            self.log("train/phase", phase)
         if use_gan:
             adv = fm = 0.0
             for d, w in self._discriminators():

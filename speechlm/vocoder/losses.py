@@ -1,8 +1,14 @@
-"""Reconstruction losses for codec and vocoder training: multi-resolution mel and STFT.
+"""Reconstruction losses for codec and vocoder training: multi-resolution mel and STFT, and phase derivatives.
 
 Several resolutions because one STFT size trades time for frequency detail: short windows
 catch onsets, long windows pitch harmonics (Yamamoto et al. 2020, Parallel WaveGAN). The adversarial
 losses and discriminators are the ``vocos`` package's (see ``lightning.py``).
+
+Magnitude losses leave the phase free, and an ISTFT vocoder trained on them alone smears harmonics
+across overlapping frames. ``PhaseDerivativeLoss`` compares the phase's derivatives instead, which a
+decoder can match without knowing the waveform's absolute phase: along time (instantaneous frequency:
+where exactly within its bin each harmonic lies) and along frequency (group delay: where within the
+frame the energy sits), after APNet's anti-wrapping phase losses (Ai & Ling 2023).
 """
 
 from __future__ import annotations
@@ -55,3 +61,44 @@ class MultiResolutionMelLoss(nn.Module):
         with torch.autocast(y.device.type, enabled=False):
             return sum(F.l1_loss(m(y_hat.float()).clamp(min=1e-5).log(), m(y.float()).clamp(min=1e-5).log())
                        for m in self.mels) / len(self.mels)
+
+
+def _unit(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """``z / |z|``, smoothed near zero so the gradient stays bounded where the output is silent."""
+    return z * torch.rsqrt(z.real.square() + z.imag.square() + eps**2)
+
+
+class PhaseDerivativeLoss(nn.Module):
+    """Instantaneous-frequency + group-delay error, weighted by the target's magnitude, averaged over resolutions.
+
+    For neighbouring STFT cells ``a, b`` (successive frames, or adjacent bins) the phase difference is the
+    angle of ``b * conj(a)``; the error between output and target differences is scored as the cosine
+    distance ``1 - cos(d_hat - d)`` (0 when equal, 1 for unrelated phases, no wrapping to undo), and each
+    cell pair counts by the target's magnitude there, so noise-floor bins, whose phase is arbitrary, barely
+    count. ``eps`` is relative to the target's mean magnitude.
+    """
+
+    def __init__(self, resolutions=RESOLUTIONS[1:], eps: float = 1e-2):
+        super().__init__()
+        self.resolutions, self.eps = resolutions, eps
+        for n_fft, _, win in resolutions:
+            self.register_buffer(f"window_{n_fft}", torch.hann_window(win), persistent=False)
+
+    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = y.new_zeros(())
+        with torch.autocast(y.device.type, enabled=False):
+            for n_fft, hop, win in self.resolutions:
+                w = getattr(self, f"window_{n_fft}")
+                s_hat = torch.stft(y_hat.float(), n_fft, hop, win, window=w, return_complex=True)
+                s = torch.stft(y.float(), n_fft, hop, win, window=w, return_complex=True)  # [B, F, T]
+                scale = s.abs().mean(dim=(-2, -1), keepdim=True)
+                eps = self.eps * scale.square()  # the products below are magnitudes squared
+                for dim in (-1, -2):  # time (instantaneous frequency), frequency (group delay)
+                    n = s.shape[dim] - 1
+                    a, b = s.narrow(dim, 0, n), s.narrow(dim, 1, n)
+                    a_hat, b_hat = s_hat.narrow(dim, 0, n), s_hat.narrow(dim, 1, n)
+                    d, d_hat = b * a.conj(), b_hat * a_hat.conj()
+                    weight = d.abs()
+                    cos = (_unit(d_hat, eps) * _unit(d, eps).conj()).real
+                    loss = loss + ((1 - cos) * weight).sum() / weight.sum().clamp(min=1e-12)
+        return loss / (2 * len(self.resolutions))

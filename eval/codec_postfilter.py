@@ -82,11 +82,14 @@ def summarize(rows: list[dict], keys: list, sets: list[str]) -> dict:
     return out
 
 
+def best_keeping_dnsmos(table: list[dict], reference: dict) -> dict:
+    """The tuning rule: best mean PESQ-WB among the rows whose DNSMOS OVRL is at least ``reference``'s."""
+    return max((r for r in table if r["dnsmos_ovrl"] >= reference["dnsmos_ovrl"]), key=lambda r: r["pesq_wb"])
+
+
 def choose(table: list[dict]) -> dict:
     """Best mean PESQ-WB among the settings whose DNSMOS OVRL is at least the unfiltered one's."""
-    off = next(r for r in table if r["strength"] == 0)
-    ok = [r for r in table if r["dnsmos_ovrl"] >= off["dnsmos_ovrl"]]
-    return max(ok, key=lambda r: r["pesq_wb"])
+    return best_keeping_dnsmos(table, next(r for r in table if r["strength"] == 0))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,8 +41,7 @@ def same_tokenizer(a, b) -> bool:
 
 def choose(table: list[dict]) -> dict:
     """Best mean PESQ-WB among the exports whose DNSMOS OVRL is at least the reference's (the first row)."""
-    ok = [r for r in table if r["dnsmos_ovrl"] >= table[0]["dnsmos_ovrl"]]
-    return max(ok, key=lambda r: r["pesq_wb"])
+    return _script("codec_postfilter").best_keeping_dnsmos(table, table[0])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,28 +20,36 @@ from torch import nn
 RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))  # (n_fft, hop, win)
 
 
-def _magnitude(x: torch.Tensor, n_fft: int, hop: int, win: int, window: torch.Tensor) -> torch.Tensor:
-    spec = torch.stft(x.float(), n_fft, hop, win, window=window, return_complex=True)
-    return spec.abs().clamp(min=1e-7)
+class _MultiResolution(nn.Module):
+    """Holds a Hann window per resolution and yields each resolution's complex STFT of a batch ``[B, L]``."""
 
-
-class MultiResolutionSTFTLoss(nn.Module):
-    """Spectral convergence + log-magnitude L1, averaged over resolutions."""
-
-    def __init__(self, resolutions=RESOLUTIONS):
+    def __init__(self, resolutions):
         super().__init__()
         self.resolutions = resolutions
         for n_fft, _, win in resolutions:
             self.register_buffer(f"window_{n_fft}", torch.hann_window(win), persistent=False)
 
-    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = y.new_zeros(())
-        with torch.autocast(y.device.type, enabled=False):
+    def spectra(self, *signals: torch.Tensor):
+        """Per resolution, a tuple with the fp32 complex STFT ``[B, F, T]`` of each signal; autocast is off
+        until the generator is exhausted, so the caller's loop body computes its loss in fp32 too."""
+        with torch.autocast(signals[0].device.type, enabled=False):
             for n_fft, hop, win in self.resolutions:
                 w = getattr(self, f"window_{n_fft}")
-                m_hat, m = _magnitude(y_hat, n_fft, hop, win, w), _magnitude(y, n_fft, hop, win, w)
-                sc = torch.linalg.norm(m - m_hat, dim=(-2, -1)) / torch.linalg.norm(m, dim=(-2, -1))
-                loss = loss + sc.mean() + F.l1_loss(m_hat.log(), m.log())
+                yield tuple(torch.stft(x.float(), n_fft, hop, win, window=w, return_complex=True) for x in signals)
+
+
+class MultiResolutionSTFTLoss(_MultiResolution):
+    """Spectral convergence + log-magnitude L1, averaged over resolutions."""
+
+    def __init__(self, resolutions=RESOLUTIONS):
+        super().__init__(resolutions)
+
+    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = y.new_zeros(())
+        for s_hat, s in self.spectra(y_hat, y):
+            m_hat, m = s_hat.abs().clamp(min=1e-7), s.abs().clamp(min=1e-7)
+            sc = torch.linalg.norm(m - m_hat, dim=(-2, -1)) / torch.linalg.norm(m, dim=(-2, -1))
+            loss = loss + sc.mean() + F.l1_loss(m_hat.log(), m.log())
         return loss / len(self.resolutions)
 
 
@@ -68,7 +76,7 @@ def _unit(z: torch.Tensor, eps: float) -> torch.Tensor:
     return z * torch.rsqrt(z.real.square() + z.imag.square() + eps**2)
 
 
-class PhaseDerivativeLoss(nn.Module):
+class PhaseDerivativeLoss(_MultiResolution):
     """Instantaneous-frequency + group-delay error, weighted by the target's magnitude, averaged over resolutions.
 
     For neighbouring STFT cells ``a, b`` (successive frames, or adjacent bins) the phase difference is the
@@ -79,26 +87,18 @@ class PhaseDerivativeLoss(nn.Module):
     """
 
     def __init__(self, resolutions=RESOLUTIONS[1:], eps: float = 1e-2):
-        super().__init__()
-        self.resolutions, self.eps = resolutions, eps
-        for n_fft, _, win in resolutions:
-            self.register_buffer(f"window_{n_fft}", torch.hann_window(win), persistent=False)
+        super().__init__(resolutions)
+        self.eps = eps
 
     def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = y.new_zeros(())
-        with torch.autocast(y.device.type, enabled=False):
-            for n_fft, hop, win in self.resolutions:
-                w = getattr(self, f"window_{n_fft}")
-                s_hat = torch.stft(y_hat.float(), n_fft, hop, win, window=w, return_complex=True)
-                s = torch.stft(y.float(), n_fft, hop, win, window=w, return_complex=True)  # [B, F, T]
-                scale = s.abs().mean(dim=(-2, -1), keepdim=True)
-                eps = self.eps * scale.square()  # the products below are magnitudes squared
-                for dim in (-1, -2):  # time (instantaneous frequency), frequency (group delay)
-                    n = s.shape[dim] - 1
-                    a, b = s.narrow(dim, 0, n), s.narrow(dim, 1, n)
-                    a_hat, b_hat = s_hat.narrow(dim, 0, n), s_hat.narrow(dim, 1, n)
-                    d, d_hat = b * a.conj(), b_hat * a_hat.conj()
-                    weight = d.abs()
-                    cos = (_unit(d_hat, eps) * _unit(d, eps).conj()).real
-                    loss = loss + ((1 - cos) * weight).sum() / weight.sum().clamp(min=1e-12)
+        for s_hat, s in self.spectra(y_hat, y):
+            eps = self.eps * s.abs().mean(dim=(-2, -1), keepdim=True).square()  # the products below are magnitudes squared
+            for dim in (-1, -2):  # time (instantaneous frequency), frequency (group delay)
+                n = s.shape[dim] - 1
+                d = s.narrow(dim, 1, n) * s.narrow(dim, 0, n).conj()  # b * conj(a) for neighbours a, b
+                d_hat = s_hat.narrow(dim, 1, n) * s_hat.narrow(dim, 0, n).conj()
+                weight = d.abs()
+                cos = (_unit(d_hat, eps) * _unit(d, eps).conj()).real
+                loss = loss + ((1 - cos) * weight).sum() / weight.sum().clamp(min=1e-12)
         return loss / (2 * len(self.resolutions))

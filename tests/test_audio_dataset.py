@@ -59,3 +59,30 @@ def test_an_empty_manifest_is_named(two_manifests, tmp_path):
         pass
     with pytest.raises(SpeechLMError, match="empty.jsonl.gz"):
         AudioCropDataset([two_manifests[0], str(empty)])
+
+
+def test_speed_perturbation_moves_pitch_with_the_speed(layouts, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    root = layouts.base / "generic"
+    (root / "wavs").mkdir(parents=True, exist_ok=True)
+    t = np.arange(32000) / 16000
+    sf.write(root / "wavs" / "tone.wav", 0.5 * np.sin(2 * np.pi * 500 * t), 16000)
+    layouts.generic_table(lines=["tone|s|A tone."])
+    prepare("generic", root, tmp_path / "m", progress=False)
+    manifest = [str(tmp_path / "m" / "cuts.jsonl.gz")]
+
+    def peak_hz(ds) -> float:
+        crop = ds[0].numpy()
+        return float(np.fft.rfftfreq(len(crop), 1 / 24000)[np.abs(np.fft.rfft(crop)).argmax()])
+
+    plain = AudioCropDataset(manifest, sample_rate=24000, segment_seconds=1.0, gain_db=())
+    faster = AudioCropDataset(manifest, sample_rate=24000, segment_seconds=1.0, gain_db=(), speed_perturb=(1.1,))
+    assert peak_hz(plain) == pytest.approx(500, abs=2)
+    assert peak_hz(faster) == pytest.approx(550, abs=2) and faster[0].shape == (24000,)
+    # validation crops are never perturbed
+    val = AudioCropDataset(manifest, sample_rate=24000, segment_seconds=1.0, random_crop=False, speed_perturb=(1.1,))
+    assert peak_hz(val) == pytest.approx(500, abs=2)
+    with pytest.raises(SpeechLMError, match="speed_perturb"):
+        AudioCropDataset(manifest, speed_perturb=(3.0,))

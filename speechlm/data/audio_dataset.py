@@ -28,11 +28,18 @@ class AudioCropDataset(Dataset):
     With ``reference_seconds > 0`` an item is ``(crop, reference)``: the reference is a crop of
     another utterance of the same speaker in the same manifest (of the same utterance where the speaker
     has no other), for a voice-conditioned vocoder, the way a voice prompt is another utterance.
+
+    ``speed_perturb`` (e.g. ``(0.9, 1.0, 1.1)``, training crops only): each item is played at one of these
+    speeds, drawn uniformly, by resampling (Kaldi's speed perturbation: pitch and formants move together,
+    so a speaker becomes a new, natural-sounding one); its reference is played at the same speed.
     """
 
     def __init__(self, manifests: list[str], sample_rate: int = 24000, segment_seconds: float = 1.0,
                  gain_db: tuple[float, float] = (-6.0, 3.0), random_crop: bool = True,
-                 reference_seconds: float = 0.0):
+                 reference_seconds: float = 0.0, speed_perturb: tuple[float, ...] | None = None):
+        if speed_perturb is not None and (not speed_perturb or any(not 0.5 <= f <= 2.0 for f in speed_perturb)):
+            raise SpeechLMError(f"speed_perturb factors must lie in [0.5, 2.0], got {speed_perturb}")
+        self.speed_perturb = tuple(speed_perturb) if speed_perturb and random_crop else None
         self.items = []
         self.manifest_of: list[tuple[int, int]] = []  # item range [lo, hi) of each manifest
         groups: dict[tuple[int, str], list[int]] = {}
@@ -77,16 +84,21 @@ class AudioCropDataset(Dataset):
         return weights
 
     def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        wav = self._crop(i, self.segment)
+        speed = 1.0
+        if self.speed_perturb:
+            speed = self.speed_perturb[int(torch.randint(0, len(self.speed_perturb), ()))]
+        wav = self._crop(i, self.segment, speed)
         if not self.reference:
             return wav
         group = self.same_speaker[i]
         others = [j for j in group if j != i] or [i]
         j = others[int(torch.randint(0, len(others), ()))] if self.random_crop else others[0]
-        return wav, self._crop(j, self.reference)
+        return wav, self._crop(j, self.reference, speed)
 
-    def _crop(self, i: int, segment: int) -> torch.Tensor:
-        path, sr, offset, length = self.items[i]
+    def _crop(self, i: int, segment: int, speed: float = 1.0) -> torch.Tensor:
+        path, file_sr, offset, length = self.items[i]
+        # played `speed` times faster: the file's samples taken as if recorded at file_sr * speed
+        sr = int(round(file_sr * speed))
         want = int(np.ceil(segment * sr / self.sample_rate))
         start = offset + (int(torch.randint(0, max(1, length - want + 1), ())) if self.random_crop else 0)
         wav, _ = sf.read(path, start=start, frames=min(want, length), dtype="float32", always_2d=True)
@@ -113,14 +125,14 @@ class AudioDataModule(L.LightningDataModule):
     def __init__(self, train_manifests: list[str], val_manifests: list[str], sample_rate: int = 24000,
                  segment_seconds: float = 1.0, batch_size: int = 8, num_workers: int = 1,
                  val_segment_seconds: float = 2.0, train_weights: list[float] | None = None,
-                 reference_seconds: float = 0.0):
+                 reference_seconds: float = 0.0, speed_perturb: list[float] | None = None):
         super().__init__()
         self.save_hyperparameters()
 
     def setup(self, stage: str | None = None) -> None:
         h = self.hparams
         self.train_set = AudioCropDataset(h.train_manifests, h.sample_rate, h.segment_seconds,
-                                          reference_seconds=h.reference_seconds)
+                                          reference_seconds=h.reference_seconds, speed_perturb=h.speed_perturb)
         self.val_set = AudioCropDataset(h.val_manifests, h.sample_rate, h.val_segment_seconds, random_crop=False,
                                         reference_seconds=h.reference_seconds)
 

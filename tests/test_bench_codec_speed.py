@@ -1,0 +1,22 @@
+"""The codec benchmark's speed summary: encode + decode together, and the ratio to EnCodec's in the same run."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import eval_script
+
+
+def test_combined_speed_and_ratio_to_encodec():
+    bench = eval_script("bench_codec")
+    ours = {"threads": 2, "encode_xrt": 300.0, "decode_xrt": 150.0, "repeats": 9}
+    encodec = {"threads": 2, "encode_xrt": 40.0, "decode_xrt": 40.0, "repeats": 9}
+    assert bench.combined_xrt(ours) == pytest.approx(100.0)  # 10 s: 33 ms + 67 ms
+    lines = bench.speed_summary([{"system": "speechlm-codec (1.00 kbps)", "speed": [ours]},
+                                 {"system": "Codec2 1200"},
+                                 {"system": "EnCodec 24 kHz arch.", "speed": [encodec]}])
+    text = "\n".join(lines)
+    assert "fastest of 9 repeats" in text
+    assert "speechlm-codec (1.00 kbps): 100x on 2 threads (5.0x EnCodec)" in text
+    assert "EnCodec 24 kHz arch.: 20x on 2 threads" in text and "Codec2" not in text
+    assert bench.speed_summary([{"system": "Codec2 1200"}]) == []

@@ -285,6 +285,8 @@ def main() -> int:
     ap.add_argument("--systems", default=None,
                     help="only systems whose name contains this text (e.g. speechlm, for a quick check of a checkpoint)")
     ap.add_argument("--no-speed", action="store_true", help="skip the speed measurements")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only the speed part (ours and the EnCodec architecture), to speed.json / speed.md in --out")
     ap.add_argument("--speed-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
@@ -292,6 +294,8 @@ def main() -> int:
     if args.speed_worker:
         print(json.dumps(speed_worker(args.speed_worker, args.threads, args.seconds)))
         return 0
+    if args.speed_only:
+        return speed_report(args)
 
     sys.path.insert(0, str(REPO))
     import torch
@@ -389,6 +393,20 @@ def main() -> int:
     (args.out / "bench_codec.md").write_text(md, encoding="utf-8")
     plot(table, args.out / "bitrate_quality.png")
     print(md)
+    return 0
+
+
+def speed_report(args) -> int:
+    """``--speed-only``: the speed rows of the benchmark (1 and 2 threads, fresh processes) and their summary."""
+    specs = {f"speechlm-codec ({args.codec})": args.codec, "EnCodec 24 kHz arch. (1.5 kbps, random weights)":
+             "encodec_24khz:random"}
+    table = [{"system": name, "speed": [measure_speed(spec, n) for n in (1, 2)]} for name, spec in specs.items()]
+    report = {"command": "python eval/bench_codec.py " + " ".join(sys.argv[1:]),
+              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+              "systems": table}
+    md = "\n".join([f"# Codec speed ({report['machine']['cores']} cores)", "", f"Command: `{report['command']}`",
+                    *speed_summary(table)[1:]]) + "\n"
+    write_report(args.out, "speed", report, md)
     return 0
 
 

@@ -260,7 +260,7 @@ def speed_worker(spec: str, threads: int, seconds: float) -> dict:
         dec.append(time.perf_counter() - t)
     # The fastest repeat is the figure (timeit's convention: the others were slowed by whatever else the
     # machine ran); the median is kept beside it to show the spread.
-    return {"threads": threads, "params": params, "repeats": SPEED_REPEATS,
+    return {"threads": threads, "params": params, "seconds": seconds, "repeats": SPEED_REPEATS,
             "encode_xrt": seconds / float(np.min(enc)), "decode_xrt": seconds / float(np.min(dec)),
             "encode_xrt_median": seconds / float(np.median(enc)), "decode_xrt_median": seconds / float(np.median(dec)),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -381,7 +381,7 @@ def main() -> int:
         table.append(entry)
 
     report = {"command": "python eval/bench_codec.py " + " ".join(sys.argv[1:]),
-              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+              "machine": machine(),
               "clips": {s: sum(c["set"] == s for c in clips) for s in sorted({c["set"] for c in clips})},
               "seconds": time.time() - t0, "systems": table, "rows": rows,
               "voice_reference": ("our decoder is voice-conditioned: it gets the voice embedding of the speaker's next "
@@ -396,13 +396,17 @@ def main() -> int:
     return 0
 
 
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+
+
 def speed_report(args) -> int:
     """``--speed-only``: the speed rows of the benchmark (1 and 2 threads, fresh processes) and their summary."""
     specs = {f"speechlm-codec ({args.codec})": args.codec, "EnCodec 24 kHz arch. (1.5 kbps, random weights)":
              "encodec_24khz:random"}
     table = [{"system": name, "speed": [measure_speed(spec, n) for n in (1, 2)]} for name, spec in specs.items()]
     report = {"command": "python eval/bench_codec.py " + " ".join(sys.argv[1:]),
-              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+              "machine": machine(),
               "systems": table}
     md = "\n".join([f"# Codec speed ({report['machine']['cores']} cores)", "", f"Command: `{report['command']}`",
                     *speed_summary(table)[1:]]) + "\n"
@@ -445,9 +449,10 @@ def speed_summary(systems: list[dict]) -> list[str]:
     reference = next((s for s in timed if s["system"].startswith("EnCodec")), None)
     if not timed:
         return []
-    repeats = timed[0]["speed"][0].get("repeats")
+    first = timed[0]["speed"][0]
+    repeats, seconds = first.get("repeats"), first.get("seconds", 10.0)
     how = f"the fastest of {repeats} repeats (medians in the JSON)" if repeats else "the median of 3 repeats"
-    lines = ["", f"Speed: 10 s of audio, {how}; encode + decode "
+    lines = ["", f"Speed: {seconds:g} s of audio, {how}; encode + decode "
                  "together, x real time" + (", and its ratio to the EnCodec architecture's:" if reference else ":"), ""]
     for s in timed:
         parts = []

@@ -78,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     from speechlm.eval.fidelity import fidelity
 
     torch.set_num_threads(args.threads)
-    bench, tuning = _script("bench_codec"), _script("codec_postfilter")
+    bench = _script("bench_codec")
     codec, dnsmos = load_codec(args.codec), get_dnsmos()
     clips = bench.load_clips(args.data if args.data.exists() else None, None, args.per_set, folders=SETS)
-    if args.synth.exists():
-        clips += tuning.tuning_clips(Path("/nonexistent"), args.synth, args.per_set)
+    if args.synth.exists():  # the embedded corpus's dev split, as the tuning clips use it
+        clips += bench.load_clips(None, args.synth, args.per_set, split="dev")
     if not clips:
         sys.exit(f"no clips under {args.data} or {args.synth}")
 

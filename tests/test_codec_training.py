@@ -112,3 +112,58 @@ def test_tiny_codec_with_pitch_target_from_an_export(layouts, tmp_path):
     assert tuned.info.version == "3"
     assert tuned.state_dict().keys() == start.state_dict().keys()  # the pitch head is not part of the codec
     assert not all(torch.equal(v, tuned.state_dict()[k]) for k, v in start.state_dict().items())
+
+
+def test_encoder_band_limit_hides_the_high_band_only():
+    """codec.encoder_max_hz (configs/codec/band.yaml): a tone above the limit cannot reach the encoder, while
+    without the limit it changes the top bands; bands below the limit are untouched."""
+    import math
+
+    from speechlm.codec.model import CodecConfig, SpeechTokenizer
+    from speechlm.errors import SpeechLMError
+
+    torch.manual_seed(0)
+    full = SpeechTokenizer(CodecConfig.tiny())
+    limited = SpeechTokenizer(CodecConfig(**{**CodecConfig.tiny().__dict__, "encoder_max_hz": 7000.0}))
+    kept = limited.encoder_bands
+    assert 0 < int(kept.sum()) < len(kept) and kept[: int(kept.sum())].all()  # the lowest bands, contiguous
+    speech = torch.from_numpy(voiced(1.0, 24000))[None]
+    tone = 0.1 * torch.sin(2 * math.pi * 10_000 * torch.arange(24000) / 24000)
+    inner = slice(2, -2)  # the first and last frames see the tone's cut edges (reflect padding): broadband
+    heard = (limited.features(speech + tone) - limited.features(speech))[..., inner].abs().amax(dim=(0, 2))
+    changed = (full.features(speech + tone) - full.features(speech))[..., inner].abs().amax(dim=(0, 2))
+    assert changed[~kept].max() > 1.0  # without the limit the tone lifts the top bands by e-fold and more
+    assert heard[~kept].max() == 0 and heard.max() < 0.05  # with it: nothing but the window's far leakage
+    assert torch.equal(limited.features(speech)[:, kept], full.features(speech)[:, kept])
+    assert (limited.features(speech)[:, ~kept] == math.log(1e-5)).all()
+    with pytest.raises(SpeechLMError, match="encoder_max_hz"):
+        CodecConfig(encoder_max_hz=20_000.0)
+
+
+def test_voice_conditioned_codec_fine_tunes_with_a_band_limit(layouts, tmp_path):
+    """configs/codec/real.yaml + band.yaml's path: the whole codec (tokenizer too) fine-tunes from a
+    voice-conditioned export on (crop, reference) batches, with another encoder_max_hz than the start's."""
+    from speechlm.codec.model import CodecConfig
+    from speechlm.vocoder.model import VocoderConfig
+
+    root = layouts.generic_table(lines=[f"u{i}|s{i % 2}|Sentence {i}." for i in range(4)])
+    prepare("generic", root, tmp_path / "data", progress=False)
+    manifest = str(tmp_path / "data" / "cuts.jsonl.gz")
+    torch.manual_seed(0)
+    start = NeuralCodec(CodecConfig.tiny(), VocoderConfig(**{**VocoderConfig.tiny().__dict__, "speaker_dim": 8}))
+    start.save_pretrained(tmp_path / "start")
+    run = tmp_path / "run"
+    args = ["codec", "-c", str(CONFIGS / "base.yaml"), "-c", str(CONFIGS / "real.yaml"), "-c", str(CONFIGS / "band.yaml"),
+            "-c", str(CONFIGS / "tiny.yaml"), "--model.vocoder.speaker_dim", "8",
+            "--model.init_from", str(tmp_path / "start"), "--data.train_manifests", f"[{manifest}]",
+            "--data.train_weights", "null", "--data.val_manifests", f"[{manifest}]",
+            "--data.reference_seconds", "0.5", "--trainer.default_root_dir", str(run),
+            "--model.export_dir", str(run / "export"), "--trainer.logger", "false"]
+    assert train_main(args) == 0
+    tuned = NeuralCodec.from_pretrained(run / "export")
+    assert tuned.info.version == "4" and tuned.codec_config.encoder_max_hz == 7000.0 and tuned.speaker_dim == 8
+    before, after = start.state_dict(), tuned.state_dict()
+    for part in ("tokenizer.encoder.", "vocoder.backbone.", "vocoder.speaker_proj."):  # all of it learned
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part)), part
+    wav = voiced(1.0, 24000)
+    assert tuned.decode(tuned.encode(wav), 24000, speaker=tuned.speaker_embedding(wav, 24000)).shape == (1, 24000)

@@ -51,12 +51,14 @@ def _build(path: Path, tmp_path: Path):
 
             NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny()).save_pretrained(tmp_path / "codec")
             args += ["--model.codec_dir", str(tmp_path / "codec")]
-        if stage == "codec" and (yaml.safe_load(path.read_text()).get("model") or {}).get("init_from"):
+        overrides = yaml.safe_load(path.read_text()).get("model") or {}
+        if stage == "codec" and overrides.get("init_from"):
             from speechlm.codec.model import CodecConfig  # a fine-tune (pitch.yaml) starts from an export
-            from speechlm.codec.neural import NeuralCodec  # of base.yaml's shapes: the defaults
+            from speechlm.codec.neural import NeuralCodec  # of base.yaml's shapes + the config's vocoder changes
             from speechlm.vocoder.model import VocoderConfig
 
-            NeuralCodec(CodecConfig(), VocoderConfig()).save_pretrained(tmp_path / "start")
+            vocoder = VocoderConfig(**(overrides.get("vocoder") or {}))
+            NeuralCodec(CodecConfig(), vocoder).save_pretrained(tmp_path / "start")
             args += ["--model.init_from", str(tmp_path / "start")]
         # No GPU here: the GPU overlay's keys are still parsed and validated, its devices swapped for CPU.
         args += ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 from vector_quantize_pytorch import FSQ
 
+from speechlm.errors import SpeechLMError
+
 
 @dataclass
 class CodecConfig:
@@ -44,6 +46,13 @@ class CodecConfig:
     latent_dim: int = 128
     n_codebooks: int = 4  # residual FSQ levels
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # 1000 codes per level
+    # The encoder hears only mel bands that lie wholly below this (Hz); those above are held at the log floor.
+    # None: the whole band. The vocoder still makes all 12 kHz (see SpeechTokenizer.features).
+    encoder_max_hz: float | None = None
+
+    def __post_init__(self):
+        if self.encoder_max_hz is not None and not 0 < self.encoder_max_hz <= self.sample_rate / 2:
+            raise SpeechLMError(f"encoder_max_hz must be in (0, {self.sample_rate / 2}], got {self.encoder_max_hz}")
 
     @property
     def codebook_size(self) -> int:
@@ -79,6 +88,7 @@ class MelSpectrogram(nn.Module):
         import torchaudio  # deferred: importing torchaudio costs ~0.5 s
 
         self.hop_length = hop_length
+        self.floor = math.log(1e-5)
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, center=True, power=1.0)
 
@@ -87,6 +97,12 @@ class MelSpectrogram(nn.Module):
             mel = self.mel(wav.float())
         # center=True yields L/hop + 1 frames; the last one only covers padding.
         return torch.log(mel[..., : wav.shape[-1] // self.hop_length].clamp(min=1e-5))
+
+    def bands_below(self, max_hz: float) -> torch.Tensor:
+        """``[n_mels]`` bool: the mel bands whose triangular filter has no weight above ``max_hz``."""
+        fb = self.mel.mel_scale.fb  # [n_freqs, n_mels]
+        freqs = torch.linspace(0, self.mel.sample_rate / 2, fb.shape[0])
+        return ~(fb[freqs > max_hz] > 0).any(0)
 
 
 class ResBlock(nn.Module):
@@ -161,6 +177,23 @@ class SpeechTokenizer(nn.Module):
         self.mel = MelSpectrogram(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels)
         self.encoder = CodecEncoder(cfg)
         self.quantizer = ResidualFSQ(cfg.latent_dim, list(cfg.fsq_levels), cfg.n_codebooks)
+        keep = (self.mel.bands_below(cfg.encoder_max_hz) if cfg.encoder_max_hz
+                else torch.ones(cfg.n_mels, dtype=torch.bool))
+        self.register_buffer("encoder_bands", keep, persistent=False)  # derived from the config, not saved
+
+    def features(self, wav: torch.Tensor) -> torch.Tensor:
+        """What the encoder hears: log-mel ``[B, n_mels, T100]``, the bands above ``encoder_max_hz`` at the floor.
+
+        Why a band limit: the real read speech in training is LibriSpeech (16 kHz, so nothing above 8 kHz) and
+        FSDD (8 kHz); only some synthetic voices have energy up there. Real speech that does (LJSpeech at
+        22 kHz) reached the encoder in a band it knew only from synthetic voices, and coding it low-passed at
+        8 kHz first scored better (``eval/codec_domain.py``). With the bands held at the floor, speech of any
+        bandwidth from 16 kHz up gives the encoder the same view; frame by frame, so streaming is unaffected.
+        """
+        mel = self.mel(wav)
+        if self.cfg.encoder_max_hz:
+            mel = mel.masked_fill(~self.encoder_bands[:, None], self.mel.floor)
+        return mel
 
     def _quantize(self, z: torch.Tensor, dropout: bool) -> tuple[torch.Tensor, torch.Tensor]:
         n = int(torch.randint(1, self.cfg.n_codebooks + 1, ())) if dropout else self.cfg.n_codebooks
@@ -173,12 +206,12 @@ class SpeechTokenizer(nn.Module):
 
         With ``quantizer_dropout`` (training only) a random number of trailing levels is dropped.
         """
-        latent, codes = self._quantize(self.encoder(self.mel(wav)), quantizer_dropout and self.training)
+        latent, codes = self._quantize(self.encoder(self.features(wav)), quantizer_dropout and self.training)
         used = int((codes[:, :, 0] >= 0).sum(1).min()) if codes.numel() else self.cfg.n_codebooks
         return CodecOutput(latent=latent, codes=codes, n_codebooks=used)
 
     def encode(self, wav: torch.Tensor, n_codebooks: int | None = None) -> torch.Tensor:
-        _, codes = self._quantize(self.encoder(self.mel(wav)), dropout=False)
+        _, codes = self._quantize(self.encoder(self.features(wav)), dropout=False)
         return codes[:, : n_codebooks or self.cfg.n_codebooks]
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:

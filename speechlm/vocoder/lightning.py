@@ -35,7 +35,7 @@ import torch
 from vocos.discriminators import DiscriminatorR, MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from vocos.loss import DiscriminatorLoss, FeatureMatchingLoss, GeneratorLoss
 
-from speechlm.codec.lightning import ExportsCodec, warmup_cosine
+from speechlm.codec.lightning import ExportsCodec, unpack, voice_embedding, warmup_cosine
 from speechlm.codec.neural import NeuralCodec
 from speechlm.codec.pitch import f0_frames, pitch_loss
 from speechlm.errors import SpeechLMError
@@ -82,15 +82,7 @@ class VocoderModule(ExportsCodec, L.LightningModule):
         with torch.no_grad():
             self.model.tokenizer.eval()  # frozen: no EMA codebook updates, no dead-code re-seeding
             latent = self.model.tokenizer(wav).latent
-        speaker = None
-        if self.model.voice_conditioned:
-            if reference is None:
-                raise SpeechLMError("a voice-conditioned vocoder trains on (crop, reference) batches: "
-                                    "set data.reference_seconds (e.g. 3.0)")
-            speaker = self.model.vocoder.embed_reference(reference)
-            if dropout:  # some rows decode with no reference at all, as a caller without one will
-                keep = (torch.rand(speaker.shape[0], 1, device=speaker.device) >= dropout).to(speaker.dtype)
-                speaker = speaker * keep
+        speaker = voice_embedding(self.model, reference, dropout)
         if not self.model.harmonic:
             return self.model.vocoder(latent, speaker)[..., : wav.shape[-1]], None
         cfg = self.model.vocoder_config
@@ -98,15 +90,11 @@ class VocoderModule(ExportsCodec, L.LightningModule):
         out = self.model.vocoder.synthesize(latent, speaker, f0=f0 if teacher_f0 else None)
         return out.wav[..., : wav.shape[-1]], pitch_loss(out.pitch, f0)["loss"]
 
-    @staticmethod
-    def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
-
     def training_step(self, batch, batch_idx: int) -> None:
         h = self.hparams
         opts, scheds = self.optimizers(), self.lr_schedulers()
         opt_g, sched_g = (opts[0], scheds[0]) if self.gan else (opts, scheds)
-        wav, reference = self._unpack(batch)
+        wav, reference = unpack(batch)
         y_hat, pitch = self._generate(wav, reference, h.reference_dropout, teacher_f0=True)
         use_gan = self.gan and self.global_step >= h.gan_start_step
 
@@ -151,7 +139,7 @@ class VocoderModule(ExportsCodec, L.LightningModule):
         return ([(self.mpd, 1.0)] if self.mpd is not None else []) + [(self.mrd, self.hparams.mrd_weight)]
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        wav, reference = self._unpack(batch)
+        wav, reference = unpack(batch)
         y_hat, pitch = self._generate(wav, reference)
         self.log("val/mel", self.mel_loss(y_hat, wav), prog_bar=True, sync_dist=True)
         if pitch is not None:

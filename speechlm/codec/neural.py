@@ -75,10 +75,13 @@ class NeuralCodec(Codec, torch.nn.Module):
         """The same weights at a lower bitrate (the first ``n_codebooks`` residual levels)."""
         return self._variant(self.vocoder_config, n_codebooks)
 
-    def with_postfilter(self, strength: float, bins: int | None = None) -> "NeuralCodec":
-        """The same weights and tokens, decoding with the vocoder's postfilter at ``strength`` (0 = off;
-        ``speechlm.vocoder.model.sharpen``), its envelope ``bins`` wide (default: as configured)."""
-        changes = {"postfilter": float(strength)} | ({} if bins is None else {"postfilter_bins": int(bins)})
+    def with_postfilter(self, strength: float | None = None, bins: int | None = None,
+                        pitch: float | None = None) -> "NeuralCodec":
+        """The same weights and tokens, decoding with other postfilter settings (``speechlm.vocoder.postfilter``):
+        the spectral contrast ``strength`` and envelope ``bins``, the pitch comb's strength ``pitch``; each one
+        left at None stays as configured, 0 turns a filter off."""
+        given = {"postfilter": strength, "postfilter_bins": bins, "pitch_postfilter": pitch}
+        changes = {k: type(getattr(self.vocoder_config, k))(v) for k, v in given.items() if v is not None}
         return self._variant(dataclasses.replace(self.vocoder_config, **changes), self.info.n_codebooks)
 
     def _variant(self, vocoder: VocoderConfig, n_codebooks: int) -> "NeuralCodec":

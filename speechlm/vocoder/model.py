@@ -17,10 +17,14 @@ Harmonic source (``harmonic: true``, ``speechlm.vocoder.harmonic``): the backbon
 and F0 per 100 Hz frame, a pulse train at that F0 is analysed into the head's STFT frames, shaped by a
 learned per-bin magnitude and added, through a learned gate, to the head's own spectrum.
 Training passes the target F0 (teacher forcing); decoding uses the predicted one.
+
+Decode-time postfilters (``postfilter``, ``pitch_postfilter``; ``speechlm.vocoder.postfilter``): off in
+training, set in the saved config, so a codec's tokens and weights stay the same whichever is on.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -28,9 +32,10 @@ from torch import nn
 from vocos.heads import ISTFTHead
 from vocos.models import VocosBackbone
 
-from speechlm.codec.pitch import F0_REF
+from speechlm.codec.pitch import F0_FLOOR, F0_REF
 from speechlm.errors import SpeechLMError
 from speechlm.vocoder.harmonic import excitation, fill_unvoiced, stft_same
+from speechlm.vocoder.postfilter import pitch_comb, sharpen
 
 
 @dataclass
@@ -48,11 +53,14 @@ class VocoderConfig:
     harmonic_max_hz: float = 8000.0  # the source's highest harmonic
     postfilter: float = 0.0  # spectral contrast enhancement at inference (see sharpen); 0 = off
     postfilter_bins: int = 9  # its envelope: a moving average over this many STFT bins (9 x 23.4 Hz at 24 kHz)
+    pitch_postfilter: float = 0.0  # long-term (pitch comb) postfilter at inference (see pitch_comb); 0 = off, <= 1
 
     def __post_init__(self):
         if self.postfilter < 0 or self.postfilter_bins < 3 or self.postfilter_bins % 2 == 0:
             raise SpeechLMError(f"vocoder postfilter needs strength >= 0 and an odd postfilter_bins >= 3, got "
                                 f"{self.postfilter} and {self.postfilter_bins}")
+        if not 0 <= self.pitch_postfilter <= 1:
+            raise SpeechLMError(f"vocoder pitch_postfilter needs a strength in [0, 1], got {self.pitch_postfilter}")
 
     @classmethod
     def tiny(cls) -> "VocoderConfig":
@@ -96,26 +104,6 @@ class VocoderOutput:
     wav: torch.Tensor  # [B, T100 * hop_length]
     pitch: torch.Tensor | None = None  # [B, 2, T100]: voicing logit, log2(F0 / 100 Hz) (harmonic only)
     phase: torch.Tensor | None = None  # [B, T100 + 1]: the source's phase at each frame start (harmonic only)
-
-
-def sharpen(log_mag: torch.Tensor, strength: float, bins: int) -> torch.Tensor:
-    """Spectral contrast enhancement of ``log_mag [B, F, T]`` (natural-log STFT magnitudes), frame by frame.
-
-    Each frame's log spectrum moves away from its own envelope (a ``bins``-wide moving average over
-    frequency) by ``strength`` x the difference: peaks (harmonics, formants) rise, the valleys between
-    them sink, and the frame's energy is put back where it was. A vocoder trained on L1 spectral losses
-    predicts the average of what the tokens leave open, which fills those valleys; speech codecs have long
-    answered that with a postfilter (the formant postfilters of CELP and Codec2). Frame-local, so chunked
-    decoding still equals the full pass.
-    """
-    b, f, t = log_mag.shape
-    frames = log_mag.transpose(1, 2).reshape(b * t, 1, f)
-    pad = bins // 2
-    envelope = nn.functional.avg_pool1d(nn.functional.pad(frames, (pad, pad), mode="replicate"), bins, stride=1)
-    out = frames + strength * (frames - envelope)
-    energy = lambda x: torch.logsumexp(2 * x, dim=-1, keepdim=True)  # noqa: E731  log of the frame's power
-    out = out + (energy(frames) - energy(out)) / 2
-    return out.reshape(b, t, f).transpose(1, 2)
 
 
 class Vocoder(nn.Module):
@@ -173,7 +161,7 @@ class Vocoder(nn.Module):
                 mag = sharpen(mag, self.cfg.postfilter, self.cfg.postfilter_bins)
             spec = torch.exp(mag).clip(max=1e2) * (torch.cos(p) + 1j * torch.sin(p))
             if not self.cfg.harmonic:
-                return VocoderOutput(self.head.istft(spec))
+                return VocoderOutput(self._pitch_postfilter(self.head.istft(spec)))
             pitch = self.pitch(x).transpose(1, 2)
             with torch.no_grad():  # the source is not differentiated: F0 is learned by its own loss
                 if f0 is None:
@@ -184,7 +172,13 @@ class Vocoder(nn.Module):
                                            self.cfg.harmonic_max_hz, anchor)
                 source = stft_same(source, self.cfg.n_fft, self.cfg.hop_length, self.head.istft.window)
             shaped = torch.exp(self.harmonic_filter(x).transpose(1, 2).clamp(max=4.0)) * source
-            return VocoderOutput(self.head.istft(spec + self.harmonic_gate * shaped), pitch, phase)
+            return VocoderOutput(self._pitch_postfilter(self.head.istft(spec + self.harmonic_gate * shaped)), pitch, phase)
+
+    def _pitch_postfilter(self, wav: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.pitch_postfilter or self.training:
+            return wav
+        return pitch_comb(wav, self.cfg.pitch_postfilter, self.cfg.sample_rate, self.cfg.hop_length,
+                          self.head.istft.window)
 
     @property
     def receptive_frames(self) -> int:
@@ -193,4 +187,6 @@ class Vocoder(nn.Module):
         per_100hz = 3 + 3 * cfg.num_layers + cfg.n_fft // cfg.hop_length  # embed k7, ConvNeXt k7, ISTFT overlap
         if cfg.harmonic:  # the source's STFT frames overlap as far again, and its F0 is interpolated
             per_100hz += cfg.n_fft // cfg.hop_length + 1
+        if cfg.pitch_postfilter:  # two of the longest periods, the pitch analysis window, interpolation between frames
+            per_100hz += math.ceil(2 * cfg.sample_rate / (F0_FLOOR * cfg.hop_length)) + cfg.n_fft // cfg.hop_length + 1
         return 1 + -(-per_100hz // cfg.upsample)

@@ -283,7 +283,8 @@ def main() -> int:
     ap.add_argument("--synth", type=Path, default=REPO / "data" / "synth_default")
     ap.add_argument("--per-set", type=int, default=16)
     ap.add_argument("--systems", default=None,
-                    help="only systems whose name contains this text (e.g. speechlm, for a quick check of a checkpoint)")
+                    help="only systems whose name contains one of these comma-separated texts (e.g. speechlm, for a "
+                         "quick check of a checkpoint; 'speechlm-codec (1.00,Codec2 1200' for ours beside the bar)")
     ap.add_argument("--no-speed", action="store_true", help="skip the speed measurements")
     ap.add_argument("--speed-only", action="store_true",
                     help="only the speed part (ours and the EnCodec architecture), to speed.json / speed.md in --out")
@@ -341,8 +342,9 @@ def main() -> int:
                                        "nominal_kbps": 1.5}
     speed_only = {"EnCodec 24 kHz arch. (1.5 kbps, random weights)": "encodec_24khz:random"}
     if args.systems:
-        systems = {k: v for k, v in systems.items() if k == "original" or args.systems in k}
-        speed_only = {k: v for k, v in speed_only.items() if args.systems in k}
+        wanted = [w for w in args.systems.split(",") if w]
+        systems = {k: v for k, v in systems.items() if k == "original" or any(w in k for w in wanted)}
+        speed_only = {k: v for k, v in speed_only.items() if any(w in k for w in wanted)}
 
     asr, sim_enc, dnsmos = get_asr(), get_speaker_encoder(), get_dnsmos()
     rows, t0 = [], time.time()

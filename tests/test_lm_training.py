@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,11 @@ def test_lm_trains_and_resumes(tokenized, tmp_path):
     assert train_main(args + ["--trainer.max_steps", "6"]) == 0
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 6
+    export = tmp_path / "run" / "export" / "lm.json"
+    assert json.loads(export.read_text())["step"] == 6
+    export.unlink()  # a resume at a step already reached trains nothing and still exports those weights
+    assert train_main(args + ["--trainer.max_steps", "6"]) == 0
+    assert json.loads(export.read_text())["step"] == 6
 
 
 def test_layout_mismatch_is_a_clear_error(tokenized, tmp_path):

@@ -216,7 +216,10 @@ class LMModule(L.LightningModule):
         self._bad_run, self._bad_since, self._reloads = state["bad_run"], state["bad_since"], state["reloads"]
         self._rng_to_restore = state["rng"]
 
-    def on_train_end(self) -> None:
+    def on_fit_end(self) -> None:
+        # on_fit_end, not on_train_end: a resume whose checkpoint already reached max_steps (a schedule cut
+        # short, ``--trainer.max_steps N`` at a saved step N) skips the training loop and its end hook, and
+        # should still export those weights.
         if self.trainer.is_global_zero:
             self.export(self.hparams.export_dir or Path(self.trainer.default_root_dir) / "export")
 

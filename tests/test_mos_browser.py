@@ -160,7 +160,7 @@ def test_pair_and_mushra_pages_in_chromium(tmp_path):
                     page.click("#submit")
                 _next_screen(page, previous)
                 assert page.text_content("#progress-text") == f"{n_items} / {len(rater.order)}"
-            page.close()
+                page.close()  # before the server stops: a request still in flight would be reset and logged
             assert not console, console
             stored = {r.item_id: r for r in store.ratings()}
             assert len(stored) == n_items

@@ -13,8 +13,8 @@ and the embedded corpus's dev split (unseen sentences; the speaker's next uttera
 Every clip is encoded once and decoded at each setting; PESQ-WB, STOI and DNSMOS OVRL at 16 kHz
 against the original, beside ``--against`` (default Codec2 1200, the codec bar's reference) on the same
 clips. The chosen setting is the one whose worst margin over that reference, across the three scores,
-is largest (to 0.01; ties go to the better PESQ-WB) (the bar asks to beat it on every column, so a filter that buys DNSMOS with a little PESQ
-is worth it exactly when it narrows the wider gap); with ``--against ''``, the best mean PESQ-WB whose
+is largest, to 0.01 with ties to the better PESQ-WB: the bar asks to beat it on every column, so a
+filter that buys DNSMOS with a little PESQ is worth it exactly when it narrows the wider gap; with ``--against ''``, the best mean PESQ-WB whose
 DNSMOS OVRL is not below the unfiltered decoder's. ``--save`` writes the codec with the chosen setting
 (same weights and tokens).
 Writes ``postfilter.json`` and ``postfilter.md`` to ``--out``.
@@ -61,8 +61,6 @@ def score_decoders(base, decoders: dict, clips: list[dict], dnsmos) -> list[dict
     import torch
     from tqdm import tqdm
 
-    from speechlm.eval.fidelity import fidelity
-
     rows = []
     with torch.inference_mode():
         for c in tqdm(clips, desc="clips", unit="clip"):
@@ -71,10 +69,17 @@ def score_decoders(base, decoders: dict, clips: list[dict], dnsmos) -> list[dict
             for key, codec in decoders.items():
                 speaker = codec.speaker_embedding(*c["reference"]) if c["reference"] is not None else None
                 dec = codec.decode(codes, n, speaker=speaker)[0].numpy()
-                f = fidelity(c["wav"], c["sr"], dec, codec.sample_rate)
-                rows.append({"set": c["set"], "id": c["id"], "decoder": key, "pesq_wb": f.pesq_wb, "stoi": f.stoi,
-                             "dnsmos_ovrl": dnsmos(dec, codec.sample_rate).ovrl})
+                rows.append(score_row(c, key, dec, codec.sample_rate, dnsmos))
     return rows
+
+
+def score_row(clip: dict, key, dec, sample_rate: int, dnsmos) -> dict:
+    """One clip's decoded audio scored against its original: PESQ-WB, STOI and DNSMOS OVRL at 16 kHz."""
+    from speechlm.eval.fidelity import fidelity
+
+    f = fidelity(clip["wav"], clip["sr"], dec, sample_rate)
+    return {"set": clip["set"], "id": clip["id"], "decoder": key, "pesq_wb": f.pesq_wb, "stoi": f.stoi,
+            "dnsmos_ovrl": dnsmos(dec, sample_rate).ovrl}
 
 
 def summarize(rows: list[dict], keys: list, sets: list[str]) -> dict:
@@ -119,16 +124,9 @@ def score_reference(spec: str, clips: list[dict], dnsmos) -> dict:
     spec, e.g. ``codec2:1200``) on the same clips, and per set."""
     import tempfile
 
-    from speechlm.eval.fidelity import fidelity
-
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         run = _bench().roundtrip_of(spec, Path(tmp))
-        for c in clips:
-            dec, sr = run(c)
-            f = fidelity(c["wav"], c["sr"], dec, sr)
-            rows.append({"set": c["set"], "decoder": spec, "pesq_wb": f.pesq_wb, "stoi": f.stoi,
-                         "dnsmos_ovrl": dnsmos(dec, sr).ovrl})
+        rows = [score_row(c, spec, *run(c), dnsmos) for c in clips]
     return summarize(rows, [spec], sorted({c["set"] for c in clips}))[spec]
 
 

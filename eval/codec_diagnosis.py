@@ -9,8 +9,11 @@ never trained on), each codec's resynthesis is scored at 16 kHz against the orig
   with the original's phase, and the original magnitudes with the decoded phase. Whichever swap
   recovers PESQ says which half the codec gets wrong. As a ceiling, the original magnitudes with
   Griffin-Lim phase (32 iterations);
-* periodicity: the share of frames pyin calls voiced (60-400 Hz, 10 ms hop), in the original and in the
-  resynthesis, their voiced/unvoiced agreement, and the F0 error (cents) where both are voiced.
+* periodicity: the share of frames WORLD's DIO + StoneMask calls voiced (10 ms hop, the F0 tracker of the
+  codec's pitch objective, ``speechlm.codec.pitch.f0_frames``), in the original and in the resynthesis,
+  their voiced/unvoiced agreement, and the F0 error (cents) where both are voiced. Reports written
+  before 2026-12-04 used librosa's pyin (60-400 Hz), whose numba gufunc crashed the test run on one CI
+  machine.
 
 A voice-conditioned codec decodes with the embedding of the speaker's next utterance (as in
 ``eval/bench_codec.py``). Writes ``diagnosis.json`` and ``diagnosis.md``.
@@ -53,11 +56,13 @@ def swap_scores(ref24: np.ndarray, dec24: np.ndarray, pesq) -> dict[str, float]:
 
 
 def periodicity(ref16: np.ndarray, dec16: np.ndarray) -> dict[str, float]:
-    import librosa
+    import torch
+
+    from speechlm.codec.pitch import f0_frames
 
     n = min(len(ref16), len(dec16))
-    (f1, v1, _), (f2, v2, _) = (librosa.pyin(x[:n], fmin=60, fmax=400, sr=16000, frame_length=1024, hop_length=160)
-                                for x in (ref16, dec16))
+    f1, f2 = f0_frames(torch.from_numpy(np.stack([ref16[:n], dec16[:n]]).astype(np.float32)), 16000, 160).numpy()
+    v1, v2 = f1 > 0, f2 > 0
     both = v1 & v2
     cents = 1200 * np.abs(np.log2(f2[both] / f1[both])) if both.any() else np.zeros(0)
     return {"voiced_original": float(v1.mean()), "voiced_decoded": float(v2.mean()),
@@ -105,7 +110,7 @@ def render(r: dict) -> str:
     lines = ["# Where the PESQ goes: magnitude, phase, periodicity", "", f"Command: `{r['command']}`  ",
              f"{r['clips']} clips (LJSpeech subset + LibriSpeech test-other), means over clips.", "",
              "| codec | PESQ-WB decoded | decoded magnitude + original phase | original magnitude + decoded phase "
-             "| original magnitude + Griffin-Lim | voiced frames original / decoded | V/UV agreement "
+             "| original magnitude + Griffin-Lim | voiced frames (WORLD DIO) original / decoded | V/UV agreement "
              "| F0 error median (cents) | F0 gross errors |",
              "|---|---|---|---|---|---|---|---|---|"]
     for spec, res in r["codecs"].items():

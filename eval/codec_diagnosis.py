@@ -46,13 +46,23 @@ def swap_scores(ref24: np.ndarray, dec24: np.ndarray, pesq) -> dict[str, float]:
 
     n = min(len(ref24), len(dec24))
     ref24, dec24 = ref24[:n], dec24[:n]
-    r, d = (librosa.stft(x, n_fft=N_FFT, hop_length=HOP) for x in (ref24, dec24))
-    inv = lambda S: librosa.istft(S, hop_length=HOP, length=n)  # noqa: E731
-    gl = librosa.griffinlim(np.abs(r), n_iter=32, hop_length=HOP, length=n, random_state=0)
+    gl = librosa.griffinlim(np.abs(librosa.stft(ref24, n_fft=N_FFT, hop_length=HOP)), n_iter=32, hop_length=HOP,
+                            length=n, random_state=0)
     return {"decoded": pesq(ref24, dec24),
-            "decoded_magnitude+original_phase": pesq(ref24, inv(np.abs(d) * np.exp(1j * np.angle(r)))),
-            "original_magnitude+decoded_phase": pesq(ref24, inv(np.abs(r) * np.exp(1j * np.angle(d)))),
+            **{name: pesq(ref24, x) for name, x in swaps(ref24, dec24).items()},
             "original_magnitude+griffin_lim": pesq(ref24, gl)}
+
+
+def swaps(ref: np.ndarray, dec: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> dict[str, np.ndarray]:
+    """The decoded STFT magnitudes with the original's phase, and the original magnitudes with the decoded
+    phase, as waveforms the length of the shorter input."""
+    import librosa
+
+    n = min(len(ref), len(dec))
+    r, d = (librosa.stft(x[:n], n_fft=n_fft, hop_length=hop) for x in (ref, dec))
+    inv = lambda S: librosa.istft(S, hop_length=hop, length=n)  # noqa: E731
+    return {"decoded_magnitude+original_phase": inv(np.abs(d) * np.exp(1j * np.angle(r))),
+            "original_magnitude+decoded_phase": inv(np.abs(r) * np.exp(1j * np.angle(d)))}
 
 
 def periodicity(ref16: np.ndarray, dec16: np.ndarray) -> dict[str, float]:

@@ -13,7 +13,13 @@ the original, and measures what could move them:
 * **periodicity**: cepstral peak prominence (dB) of the voiced frames (the original's loudest half),
   how strongly harmonic the speech is; buzz raises it, breathiness lowers it;
 * **pauses spliced**: DNSMOS of the decoded audio with its pause frames (those quiet in the original)
-  replaced by the original's. If BAK and OVRL come back, the pauses cost the score; if not, the speech does.
+  replaced by the original's. If BAK and OVRL come back, the pauses cost the score; if not, the speech does;
+* **4 kHz low-pass**: DNSMOS of the original and of the decoded audio with everything above 4 kHz removed
+  (Codec2's band: it codes 8 kHz audio). If the decoded audio gains where the original does not, its
+  high band costs the score;
+* **magnitude / phase swaps**: DNSMOS of the decoded STFT magnitudes with the original's phase, and of
+  the original magnitudes with the decoded phase (STFT 640 / hop 160 at 16 kHz, ``eval/codec_diagnosis.py``'s
+  swaps). Whichever swap recovers SIG says which half DNSMOS hears as distortion.
 
 A voice-conditioned codec decodes with the embedding of the speaker's next utterance (as
 ``eval/bench_codec.py`` does). Writes ``dnsmos.json`` and ``dnsmos.md``.
@@ -22,6 +28,7 @@ A voice-conditioned codec decodes with the embedding of the speaker's next utter
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import math
 import sys
@@ -33,10 +40,13 @@ REPO = Path(__file__).resolve().parents[1]
 SR = 16000  # DNSMOS's rate: everything is measured there
 FRAME = 320  # 20 ms
 QUIET = 0.2  # the quietest / loudest share of frames
+LOWPASS_HZ = 4000.0
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_codec", REPO / "eval" / "bench_codec.py")
+@functools.cache
+def _script(name: str):
+    """Another script of eval/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "eval" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -86,6 +96,13 @@ def cpp_db(x: np.ndarray, voiced: np.ndarray) -> float:
     return float(np.mean(out)) if out else math.nan
 
 
+def lowpass(x: np.ndarray, hz: float = LOWPASS_HZ) -> np.ndarray:
+    """``x`` with the spectrum above ``hz`` zeroed (one FFT over the whole clip: no filter ripple)."""
+    spec = np.fft.rfft(x.astype(np.float64))
+    spec[np.fft.rfftfreq(len(x), 1 / SR) > hz] = 0
+    return np.fft.irfft(spec, len(x)).astype(np.float32)
+
+
 def splice_pauses(orig: np.ndarray, dec: np.ndarray) -> np.ndarray:
     """``dec`` with the frames that are pauses in ``orig`` (its quietest ``QUIET``) taken from ``orig``."""
     db = frame_db(orig)
@@ -99,10 +116,14 @@ def splice_pauses(orig: np.ndarray, dec: np.ndarray) -> np.ndarray:
 def measure(orig16: np.ndarray, dec16: np.ndarray, dnsmos) -> dict[str, float]:
     n = min(len(orig16), len(dec16))
     orig16, dec16 = orig16[:n], dec16[:n]
+    swapped = _script("codec_diagnosis").swaps(orig16, dec16, n_fft=640, hop=160)
     db = frame_db(orig16)
     voiced = db >= np.median(db)  # the original's loudest half: where speech is, in both
     row = {}
-    for name, x in (("original", orig16), ("decoded", dec16), ("spliced", splice_pauses(orig16, dec16))):
+    for name, x in (("original", orig16), ("decoded", dec16), ("spliced", splice_pauses(orig16, dec16)),
+                    ("original_lowpass", lowpass(orig16)), ("decoded_lowpass", lowpass(dec16)),
+                    ("magnitude", swapped["decoded_magnitude+original_phase"]),
+                    ("phase", swapped["original_magnitude+decoded_phase"])):
         s = dnsmos(x, SR)
         row.update({f"{name}_{k}": v for k, v in s.to_dict().items()})
     for name, x in (("original", orig16), ("decoded", dec16)):
@@ -130,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     from speechlm.eval.dnsmos import get_dnsmos
 
     torch.set_num_threads(args.threads)
-    bench, dnsmos = _bench(), get_dnsmos()
+    bench, dnsmos = _script("bench_codec"), get_dnsmos()
     clips = bench.real_speech_clips(args.data, args.per_set)
 
     def score(c: dict, dec: np.ndarray, sr: int) -> dict[str, float]:
@@ -152,7 +173,9 @@ def render(r: dict) -> str:
              "|---|---|---|---|---|---|---|---|",
              f"| original | {f(first['original_ovrl'])} | {f(first['original_sig'])} | {f(first['original_bak'])} | "
              f"{f(first['original_p808'])} | {f(first['original_pause_floor_db'], 1)} | "
-             f"{f(first['original_high_band_db'], 1)} | {f(first['original_cpp_db'], 1)} |"]
+             f"{f(first['original_high_band_db'], 1)} | {f(first['original_cpp_db'], 1)} |",
+             f"| original, low-passed at 4 kHz | {f(first['original_lowpass_ovrl'])} | {f(first['original_lowpass_sig'])} | "
+             f"{f(first['original_lowpass_bak'])} | {f(first['original_lowpass_p808'])} | | | |"]
     for spec, res in r["codecs"].items():
         m = res["mean"]
         lines.append(f"| {spec} | {f(m['decoded_ovrl'])} | {f(m['decoded_sig'])} | {f(m['decoded_bak'])} | "
@@ -160,6 +183,10 @@ def render(r: dict) -> str:
                      f"{f(m['decoded_high_band_db'], 1)} | {f(m['decoded_cpp_db'], 1)} |")
         lines.append(f"| {spec}, pauses spliced from the original | {f(m['spliced_ovrl'])} | {f(m['spliced_sig'])} | "
                      f"{f(m['spliced_bak'])} | {f(m['spliced_p808'])} | | | |")
+        for key, what in (("decoded_lowpass", "low-passed at 4 kHz"), ("magnitude", "decoded magnitude + original phase"),
+                          ("phase", "original magnitude + decoded phase")):
+            lines.append(f"| {spec}, {what} | {f(m[key + '_ovrl'])} | {f(m[key + '_sig'])} | {f(m[key + '_bak'])} | "
+                         f"{f(m[key + '_p808'])} | | | |")
     lines += ["", "Per set (OVRL / SIG / BAK, decoded):", ""]
     for spec, res in r["codecs"].items():
         for s, m in res["by_set"].items():

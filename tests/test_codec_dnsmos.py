@@ -41,3 +41,13 @@ def test_high_band_and_periodicity(mod):
     assert mod.high_band_db(buzz) < -20  # harmonics falling as 1/h barely reach 4 kHz
     voiced = mod.frame_db(buzz) > -40
     assert mod.cpp_db(buzz, voiced) > mod.cpp_db(noise[: len(buzz)], voiced) + 10
+
+
+def test_lowpass_keeps_the_low_band_and_drops_the_high_one(mod):
+    noise = np.random.default_rng(2).standard_normal(2 * SR).astype(np.float32) * 0.05
+    low = mod.lowpass(noise)
+    assert low.dtype == np.float32 and len(low) == len(noise)
+    assert mod.high_band_db(low) < -40  # only the 4 kHz bin itself and float32 rounding left
+    t = np.arange(SR) / SR
+    tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    np.testing.assert_allclose(mod.lowpass(tone), tone, atol=1e-4)  # a 1 kHz tone passes untouched

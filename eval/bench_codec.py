@@ -305,49 +305,13 @@ def measure_speed(spec: str, threads: int, seconds: float = 10.0) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-# ----------------------------------------------------------------------------------------- main
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--codec", default="default", help="our codec: default or a saved codec folder")
-    ap.add_argument("--out", type=Path, default=REPO / "eval" / "reports" / "codec")
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("SPEECHLM_SHARED_DATA", REPO.parent / "shared" / "data")))
-    ap.add_argument("--synth", type=Path, default=REPO / "data" / "synth_default")
-    ap.add_argument("--per-set", type=int, default=16)
-    ap.add_argument("--systems", default=None,
-                    help="only systems whose name contains one of these comma-separated texts (e.g. speechlm, for a "
-                         "quick check of a checkpoint; 'speechlm-codec (1.00,Codec2 1200' for ours beside the bar)")
-    ap.add_argument("--no-speed", action="store_true", help="skip the speed measurements")
-    ap.add_argument("--speed-only", action="store_true",
-                    help="only the speed part (ours and the EnCodec architecture), to speed.json / speed.md in --out")
-    ap.add_argument("--speed-worker", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
-    ap.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.speed_worker:
-        print(json.dumps(speed_worker(args.speed_worker, args.threads, args.seconds)))
-        return 0
-    if args.speed_only:
-        return speed_report(args)
-
+def build_systems(args) -> tuple[dict[str, dict], dict[str, str], bool]:
+    """``(systems, speed-only systems, whether ours is voice-conditioned)`` for ``--codec`` / ``--systems``;
+    each system's ``run(clip, tmp) -> (decoded, sample_rate, encoded bytes or None)``."""
     sys.path.insert(0, str(REPO))
-    import torch
-
     from speechlm.codec.encodec_backend import CHECKPOINT, EncodecCodec, cache_dir
     from speechlm.codec.registry import load_codec
-    from speechlm.eval.asr import get_asr
-    from speechlm.eval.dnsmos import get_dnsmos
-    from speechlm.eval.fidelity import fidelity
-    from speechlm.eval.speaker import get_speaker_encoder
-    from speechlm.eval.wer import corpus_wer, score_text
 
-    for tool in ("c2enc", "c2dec", "opusenc", "opusdec"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} not found: apt-get install codec2 opus-tools (make setup does this)")
-    torch.set_num_threads(2)
-    clips = load_clips(args.data if args.data.exists() else None, args.synth, args.per_set)
-    if not clips:
-        sys.exit("no evaluation audio found: pass --data (../shared/data) and/or --synth")
     ours = load_codec(args.codec)
     low = ours.with_codebooks(2)
     systems: dict[str, dict] = {
@@ -377,23 +341,90 @@ def main() -> int:
         wanted = [w for w in args.systems.split(",") if w]
         systems = {k: v for k, v in systems.items() if k == "original" or any(w in k for w in wanted)}
         speed_only = {k: v for k, v in speed_only.items() if any(w in k for w in wanted)}
+    return systems, speed_only, ours.voice_conditioned
 
+
+def score_system(args, name: str, clips: list[dict], threads: int, systems: dict | None = None) -> list[dict]:
+    """One system's quality rows over ``clips`` (runs in a worker process when ``--jobs`` > 1)."""
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from speechlm.eval.asr import get_asr
+    from speechlm.eval.dnsmos import get_dnsmos
+    from speechlm.eval.fidelity import fidelity
+    from speechlm.eval.speaker import get_speaker_encoder
+    from speechlm.eval.wer import score_text
+
+    torch.set_num_threads(threads)
+    run = (systems or build_systems(args)[0])[name]["run"]
     asr, sim_enc, dnsmos = get_asr(), get_speaker_encoder(), get_dnsmos()
-    rows, t0 = [], time.time()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for name, s in systems.items():
-            for c in clips:
-                dec, dsr, nbytes = s["run"](c, tmp)
-                f = fidelity(c["wav"], c["sr"], dec, dsr)
-                row = {"system": name, "set": c["set"], "id": c["id"], "pesq_wb": f.pesq_wb, "stoi": f.stoi,
-                       "dnsmos_ovrl": dnsmos(dec, dsr).ovrl,
-                       "sim": sim_enc.similarity(dec, dsr, c["wav"], c["sr"]),
-                       "kbps": nbytes * 8 / (len(c["wav"]) / c["sr"]) / 1000 if nbytes else None}
-                if c["set"] == "ljspeech_subset":
-                    row["wer_counts"] = score_text(c["text"], asr.transcribe(dec, dsr)).__dict__
-                rows.append(row)
+        for c in clips:
+            dec, dsr, nbytes = run(c, Path(tmp))
+            f = fidelity(c["wav"], c["sr"], dec, dsr)
+            row = {"system": name, "set": c["set"], "id": c["id"], "pesq_wb": f.pesq_wb, "stoi": f.stoi,
+                   "dnsmos_ovrl": dnsmos(dec, dsr).ovrl,
+                   "sim": sim_enc.similarity(dec, dsr, c["wav"], c["sr"]),
+                   "kbps": nbytes * 8 / (len(c["wav"]) / c["sr"]) / 1000 if nbytes else None}
+            if c["set"] == "ljspeech_subset":
+                row["wer_counts"] = score_text(c["text"], asr.transcribe(dec, dsr)).__dict__
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- main
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--codec", default="default", help="our codec: default or a saved codec folder")
+    ap.add_argument("--out", type=Path, default=REPO / "eval" / "reports" / "codec")
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("SPEECHLM_SHARED_DATA", REPO.parent / "shared" / "data")))
+    ap.add_argument("--synth", type=Path, default=REPO / "data" / "synth_default")
+    ap.add_argument("--per-set", type=int, default=16)
+    ap.add_argument("--systems", default=None,
+                    help="only systems whose name contains one of these comma-separated texts (e.g. speechlm, for a "
+                         "quick check of a checkpoint; 'speechlm-codec (1.00,Codec2 1200' for ours beside the bar)")
+    ap.add_argument("--no-speed", action="store_true", help="skip the speed measurements")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="score this many systems at once, one process and one thread each (quality only: "
+                         "speed is always measured afterwards, one process at a time)")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only the speed part (ours and the EnCodec architecture), to speed.json / speed.md in --out")
+    ap.add_argument("--speed-worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.speed_worker:
+        print(json.dumps(speed_worker(args.speed_worker, args.threads, args.seconds)))
+        return 0
+    if args.speed_only:
+        return speed_report(args)
+
+    for tool in ("c2enc", "c2dec", "opusenc", "opusdec"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} not found: apt-get install codec2 opus-tools (make setup does this)")
+    clips = load_clips(args.data if args.data.exists() else None, args.synth, args.per_set)
+    if not clips:
+        sys.exit("no evaluation audio found: pass --data (../shared/data) and/or --synth")
+    systems, speed_only, voice_conditioned = build_systems(args)
+    t0 = time.time()
+    if args.jobs > 1:  # one system a worker, one thread each; rows kept in the systems' order
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {name: pool.submit(score_system, args, name, clips, 1) for name in systems}
+            for name, fut in futures.items():
+                fut.add_done_callback(lambda _, n=name: print(f"  {n}: done ({time.time() - t0:.0f} s)",
+                                                              file=sys.stderr))
+            rows = [r for fut in futures.values() for r in fut.result()]
+    else:
+        rows = []
+        for name in systems:
+            rows += score_system(args, name, clips, 2, systems)
             print(f"  {name}: done ({time.time() - t0:.0f} s)", file=sys.stderr)
+    from speechlm.eval.wer import corpus_wer
 
     def mean(xs):
         xs = [x for x in xs if x is not None and not math.isnan(x)]
@@ -420,7 +451,7 @@ def main() -> int:
               "seconds": time.time() - t0, "systems": table, "rows": rows,
               "voice_reference": ("our decoder is voice-conditioned: it gets the voice embedding of the speaker's next "
                                   "utterance in the set (never the coded clip), as a TTS voice prompt gives it; the "
-                                  "'no voice reference' row decodes without one") if ours.voice_conditioned else None}
+                                  "'no voice reference' row decodes without one") if voice_conditioned else None}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_codec.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     md = markdown(report)

@@ -78,6 +78,10 @@ class PocketSphinxASR(ASRBackend):
 
     def _transcribe16k(self, wav: np.ndarray) -> str:
         pcm = (np.clip(wav, -1.0, 1.0) * 32767).astype(np.int16)
+        # The feature front-end adapts across utterances (cepstral mean and more: resetting the CMN vector
+        # alone is not enough), which made a clip's transcript, and so a WER, depend on what was heard
+        # before it. Resetting it makes every utterance decode as with a fresh decoder (~0.1 ms).
+        self.decoder.reinit_feat()
         self.decoder.start_utt()
         self.decoder.process_raw(pcm.tobytes(), no_search=False, full_utt=True)
         self.decoder.end_utt()

@@ -69,7 +69,7 @@ bench: setup ## data-pipeline throughput benchmark -> eval/reports/
 
 CODEC ?= default
 bench-codec: setup ## codec vs Codec2 / Opus / EnCodec (quality + speed) -> eval/reports/codec/ (CODEC=dir)
-	$(BIN)/python eval/bench_codec.py --codec $(CODEC) --data $(SHARED) --out eval/reports/codec
+	$(BIN)/python eval/bench_codec.py --codec $(CODEC) --data $(SHARED) --jobs 2 --out eval/reports/codec
 
 # PIPELINE=dir measures a trained pipeline folder; without a bundled one the default is random weights
 PIPELINE ?= $(if $(wildcard speechlm/pretrained/pipeline.json),default,random)

@@ -124,7 +124,7 @@ class Pipeline:
         tokenizer = TextTokenizer.load(path / m["tokenizer"].get("file", bundle.TOKENIZER))
         frontend = TextFrontend(m["frontend"].get("language", "en"), m["frontend"].get("backend", "auto"))
         bundle.check_parts(str(path), codec, layout, tokenizer, m["tokenizer"].get("hash"), frontend.symbol_kind)
-        voices = bundle.load_voices(path, codec.info)
+        voices = bundle.load_voices(path, codec.info, codec.voice_encoder_hash)
         if m.get("default_voice") is not None and m["default_voice"] not in voices:
             raise bundle.BundleError(f"{path / bundle.MANIFEST}: default_voice {m['default_voice']!r} is not in "
                                      f"{bundle.VOICES_INDEX}")
@@ -160,7 +160,7 @@ class Pipeline:
             else:
                 bundle.save_lm(self.lm, self.layout, self.codec.info, tmp / "lm", self.lm_meta)
             self.tokenizer.save(tmp / bundle.TOKENIZER)
-            bundle.save_voices(tmp, self.voices)
+            bundle.save_voices(tmp, self.voices, self.codec.voice_encoder_hash)
             bundle.write_card(tmp, bundle.model_card(manifest, self.lm, self.voices, note))
             write_json(tmp / bundle.MANIFEST, manifest)
 

@@ -4,6 +4,7 @@ long text, sentence splitting, the asr transcription loop."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 import re
@@ -442,3 +443,24 @@ def test_best_of_n_keeps_the_take_the_asr_task_reads_best(pipe):
     for bad in (0, 1.5, True):
         with pytest.raises(SpeechLMError, match="candidates must be a whole number >= 1"):
             pipe.synthesize(text, candidates=bad, **SMALL)
+
+
+def test_voice_embeddings_from_another_voice_encoder_are_an_error(tmp_path):
+    torch.manual_seed(0)
+    pipe = build_tiny_pipeline()
+    pipe.codec = NeuralCodec(CodecConfig.tiny(), dataclasses.replace(VocoderConfig.tiny(), speaker_dim=8)).eval()
+    pipe.voices = {}
+    pipe.add_voice("alice", voiced(1.0, 24000, f0=210.0), 24000, text="Hello there.", speaker="alice")
+    assert pipe.voices["alice"].embedding is not None
+    path = pipe.save_pretrained(tmp_path / "p")
+    again = Pipeline.from_pretrained(path, quantize=None)  # the same encoder: loads
+    assert torch.equal(again.voices["alice"].embedding, pipe.voices["alice"].embedding)
+    # the vocoder trained on after the voices were made: its reference encoder is not the one they came from
+    codec_dir = path / "codec"
+    trained = NeuralCodec.from_pretrained(codec_dir)
+    with torch.no_grad():
+        next(trained.vocoder.reference.parameters()).add_(0.01)
+    assert trained.voice_encoder_hash != pipe.codec.voice_encoder_hash
+    trained.save_pretrained(codec_dir)
+    with pytest.raises(BundleError, match="made by another voice encoder"):
+        Pipeline.from_pretrained(path, quantize=None)

@@ -106,6 +106,12 @@ class Codec(ABC):
     def _speaker_embedding(self, wav: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def voice_encoder_hash(self) -> str | None:
+        """sha256 of the weights ``speaker_embedding`` runs on (None when not voice-conditioned): stored
+        embeddings are only valid for the encoder that made them."""
+        return None
+
     @torch.inference_mode()
     def speaker_embedding(self, wav: torch.Tensor | np.ndarray, sample_rate: int | None = None) -> torch.Tensor | None:
         """Voice embedding ``[1, D]`` of a reference clip (any rate, mono or not) for ``decode``; None when the

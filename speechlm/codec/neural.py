@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -66,6 +67,16 @@ class NeuralCodec(Codec, torch.nn.Module):
 
     def _speaker_embedding(self, wav: torch.Tensor) -> torch.Tensor:
         return self.vocoder.embed_reference(wav.to(self.device))
+
+    @property
+    def voice_encoder_hash(self) -> str | None:
+        if not self.voice_conditioned:
+            return None
+        h = hashlib.sha256()
+        for name, t in sorted(self.vocoder.reference.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        return "sha256:" + h.hexdigest()
 
     @property
     def device(self) -> torch.device:

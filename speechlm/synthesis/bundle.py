@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from speechlm.codec.base import Codec, CodecInfo
@@ -123,22 +124,35 @@ def load_lm_checked(path: Path, codec: CodecInfo) -> tuple[SpeechLM, TokenLayout
 EMBEDDING_KEY = "embedding:"  # voices.safetensors: "<name>" holds the codes, "embedding:<name>" the voice embedding
 
 
-def save_voices(out_dir: Path, voices: dict[str, Voice]) -> None:
+def save_voices(out_dir: Path, voices: dict[str, Voice], voice_encoder: str | None = None) -> None:
+    """``voice_encoder``: the codec's ``voice_encoder_hash``, recorded with the embeddings it made."""
     tensors = {name: v.codes.to(torch.int64).contiguous().cpu() for name, v in voices.items()}
     tensors.update({EMBEDDING_KEY + name: v.embedding.float().contiguous().cpu() for name, v in voices.items()
                     if v.embedding is not None})
+    metadata = {"format": "speechlm-voices"}
+    if voice_encoder and any(k.startswith(EMBEDDING_KEY) for k in tensors):
+        metadata["voice_encoder"] = voice_encoder
     with atomic_path(out_dir / VOICES_WEIGHTS) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "speechlm-voices"})
+        save_file(tensors, str(tmp), metadata=metadata)
     write_json(out_dir / VOICES_INDEX, {name: {"speaker": v.speaker, "phonemes": v.phonemes, "text": v.text,
                                                "frames": int(v.codes.shape[-1])} for name, v in voices.items()})
 
 
-def load_voices(path: Path, info: CodecInfo) -> dict[str, Voice]:
+def load_voices(path: Path, info: CodecInfo, voice_encoder: str | None = None) -> dict[str, Voice]:
+    """``voice_encoder``: the loading codec's ``voice_encoder_hash``; stored embeddings made by another
+    encoder (a vocoder trained on after the folder was built) are an error, not a silent mismatch."""
     index_file, weights = path / VOICES_INDEX, path / VOICES_WEIGHTS
     if not index_file.exists():
         return {}
     index = _read_json(index_file)
     codes = load_file(str(weights)) if weights.exists() else {}
+    if codes:
+        with safe_open(str(weights), "pt") as f:
+            made_with = (f.metadata() or {}).get("voice_encoder")
+        if made_with and voice_encoder and made_with != voice_encoder:
+            raise BundleError(f"{weights}: the voice embeddings were made by another voice encoder ({made_with[:19]}...) "
+                              f"than this codec's ({voice_encoder[:19]}...); rebuild the voices with this codec "
+                              "(speechlm pipeline build --codec DIR --voices PRESETS.jsonl ...)")
     voices = {}
     for name, meta in index.items():
         if name not in codes:

@@ -45,8 +45,8 @@ def _resample(wav: np.ndarray, sr: int, target: int) -> np.ndarray:
 
 
 # c2dec's output lags c2enc's input by a fixed delay per mode, which neither tool removes (samples at
-# 8 kHz). Scored unaligned, STOI (no alignment of its own, unlike PESQ) falls from 0.82 to 0.63 on
-# Codec2 1200. Measured by eval/codec2_delay.py (eval/reports/codec/codec2_delay/): the constant shift
+# 8 kHz). Scored unaligned, STOI (no alignment of its own, unlike PESQ) falls from 0.84 to 0.64 on
+# Codec2 1200 (at 8 kHz; 0.841 and 0.652 at 16 kHz in the benchmark). Measured by eval/codec2_delay.py (eval/reports/codec/codec2_delay/): the constant shift
 # with the best mean STOI on real clips, which the frame-energy cross-correlation confirms.
 CODEC2_DELAY = {"3200": 160, "1200": 160, "700C": 240}
 

@@ -101,17 +101,23 @@ def test_pocketsphinx_wer_own_transcript_vs_wrong_one(asr, shared_data):
     assert corpus_wer(own) < 0.5 < 0.9 < corpus_wer(wrong)
 
 
-def test_pocketsphinx_on_flite_speech(asr, tmp_path):
+def _flite_speech(sentences: list[str], tmp_path: Path) -> list:
+    """flite-rms speaking ``sentences`` (the corpus's synthesis results); skips where flite cannot run."""
     from speechlm.corpus.voices import VOICES, synthesize
 
-    sentences = ["The quick brown fox jumps over the lazy dog.",
-                 "Please call Stella and ask her to bring these things with her from the store."]
     try:
         out = synthesize(VOICES["flite-rms"], sentences, tmp_path)
     except Exception as e:  # noqa: BLE001 - any failure to run flite means "not installed here"
         pytest.skip(f"flite not usable: {e}")
     if any(o.audio is None for o in out):
         pytest.skip(f"flite failed: {[o.error for o in out]}")
+    return out
+
+
+def test_pocketsphinx_on_flite_speech(asr, tmp_path):
+    sentences = ["The quick brown fox jumps over the lazy dog.",
+                 "Please call Stella and ask her to bring these things with her from the store."]
+    out = _flite_speech(sentences, tmp_path)
     hyps = [asr.transcribe(o.audio, o.sample_rate) for o in out]
     own = corpus_wer(score_text(s, h) for s, h in zip(sentences, hyps))
     wrong = corpus_wer(score_text(s, h) for s, h in zip(sentences, reversed(hyps)))
@@ -120,17 +126,10 @@ def test_pocketsphinx_on_flite_speech(asr, tmp_path):
 
 
 def test_pocketsphinx_transcript_does_not_depend_on_the_previous_utterance(tmp_path):
-    from speechlm.corpus.voices import VOICES, synthesize
     from speechlm.eval.asr import PocketSphinxASR
 
-    sentences = ["Please call Stella and ask her to bring these things with her from the store.",
-                 "Six spoons of fresh snow peas, five thick slabs of blue cheese."]
-    try:
-        out = synthesize(VOICES["flite-rms"], sentences, tmp_path)
-    except Exception as e:  # noqa: BLE001 - any failure to run flite means "not installed here"
-        pytest.skip(f"flite not usable: {e}")
-    if any(o.audio is None for o in out):
-        pytest.skip(f"flite failed: {[o.error for o in out]}")
+    out = _flite_speech(["Please call Stella and ask her to bring these things with her from the store.",
+                         "Six spoons of fresh snow peas, five thick slabs of blue cheese."], tmp_path)
     first, second = (np.asarray(o.audio, np.float32) for o in out)
     sr = out[0].sample_rate
     # a degraded clip after a clean one, as a benchmark scores them: without the front-end reset, this

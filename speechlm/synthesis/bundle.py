@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from speechlm.codec.base import Codec, CodecInfo
 from speechlm.errors import SpeechLMError
@@ -145,14 +145,15 @@ def load_voices(path: Path, info: CodecInfo, voice_encoder: str | None = None) -
     if not index_file.exists():
         return {}
     index = _read_json(index_file)
-    codes = load_file(str(weights)) if weights.exists() else {}
-    if codes:
+    codes, made_with = {}, None
+    if weights.exists():  # one read: the tensors and the metadata saying which encoder made the embeddings
         with safe_open(str(weights), "pt") as f:
+            codes = {k: f.get_tensor(k) for k in f.keys()}
             made_with = (f.metadata() or {}).get("voice_encoder")
-        if made_with and voice_encoder and made_with != voice_encoder:
-            raise BundleError(f"{weights}: the voice embeddings were made by another voice encoder ({made_with[:19]}...) "
-                              f"than this codec's ({voice_encoder[:19]}...); rebuild the voices with this codec "
-                              "(speechlm pipeline build --codec DIR --voices PRESETS.jsonl ...)")
+    if made_with and voice_encoder and made_with != voice_encoder:
+        raise BundleError(f"{weights}: the voice embeddings were made by another voice encoder ({made_with[:19]}...) "
+                          f"than this codec's ({voice_encoder[:19]}...); rebuild the voices with this codec "
+                          "(speechlm pipeline build --codec DIR --voices PRESETS.jsonl ...)")
     voices = {}
     for name, meta in index.items():
         if name not in codes:

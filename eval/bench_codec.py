@@ -293,15 +293,30 @@ def speed_worker(spec: str, threads: int, seconds: float) -> dict:
     # The fastest repeat is the figure (timeit's convention: the others were slowed by whatever else the
     # machine ran); the median is kept beside it to show the spread.
     return {"threads": threads, "params": params, "seconds": seconds, "repeats": SPEED_REPEATS,
+            "decode_precision": decode_precision(codec),
             "encode_xrt": seconds / float(np.min(enc)), "decode_xrt": seconds / float(np.min(dec)),
             "encode_xrt_median": seconds / float(np.median(enc)), "decode_xrt_median": seconds / float(np.median(dec)),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "baseline_rss_mb": base_rss / 1024}
 
 
-def measure_speed(spec: str, threads: int, seconds: float = 10.0) -> dict:
+def decode_precision(codec) -> str | None:
+    """What our vocoder's backbone decodes in here: "fp32", "bf16", or "fp32 (no native bf16)" where the config asks
+    for bf16 and this CPU would only emulate it; None for other codecs."""
+    cfg = getattr(codec, "vocoder_config", None)
+    if cfg is None or cfg.decode_precision == "fp32":
+        return None if cfg is None else "fp32"
+    from speechlm.vocoder.model import native_bf16
+
+    return "bf16" if native_bf16(codec.device) else "fp32 (no native bf16)"
+
+
+def measure_speed(spec: str, threads: int, seconds: float = 10.0, onednn_isa: str | None = None) -> dict:
+    """``speed_worker`` in a fresh process; ``onednn_isa`` holds oneDNN to an older instruction set
+    (``ONEDNN_MAX_CPU_ISA``, e.g. AVX2), to measure what a CPU without the newer one gets."""
+    env = dict(os.environ, **({"ONEDNN_MAX_CPU_ISA": onednn_isa} if onednn_isa else {}))
     r = subprocess.run([sys.executable, __file__, "--speed-worker", spec, "--threads", str(threads),
-                        "--seconds", str(seconds)], capture_output=True, text=True, check=True)
+                        "--seconds", str(seconds)], capture_output=True, text=True, check=True, env=env)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -336,7 +351,11 @@ def build_systems(args) -> tuple[dict[str, dict], dict[str, str], bool]:
         enc = EncodecCodec.pretrained(1.5, download=False)
         systems["EnCodec 1.5 kbps"] = {"run": lambda c, t: neural_roundtrip(enc, c["wav"], c["sr"]),
                                        "nominal_kbps": 1.5}
-    speed_only = {"EnCodec 24 kHz arch. (1.5 kbps, random weights)": "encodec_24khz:random"}
+    speed_only = {"EnCodec 24 kHz arch. (1.5 kbps, random weights)": {"speed": "encodec_24khz:random",
+                                                                        "nominal_kbps": 1.5}}
+    if ours.vocoder_config.decode_precision != "fp32":  # the same codec decoding in fp32: the speed it gains
+        speed_only[f"speechlm-codec ({ours.bitrate / 1000:.2f} kbps), fp32 decode"] = {
+            "speed": f"{args.codec}+fp32", "nominal_kbps": ours.bitrate / 1000}
     if args.systems:
         wanted = [w for w in args.systems.split(",") if w]
         systems = {k: v for k, v in systems.items() if k == "original" or any(w in k for w in wanted)}
@@ -391,6 +410,9 @@ def main() -> int:
                          "speed is always measured afterwards, one process at a time)")
     ap.add_argument("--speed-only", action="store_true",
                     help="only the speed part (ours and the EnCodec architecture), to speed.json / speed.md in --out")
+    ap.add_argument("--onednn-isa", default=None,
+                    help="with --speed-only: hold oneDNN to this instruction set (ONEDNN_MAX_CPU_ISA, e.g. AVX2 or "
+                         "AVX512_CORE), to measure what a CPU without the newer ones gets")
     ap.add_argument("--speed-worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)
@@ -431,7 +453,7 @@ def main() -> int:
         return float(np.mean(xs)) if xs else None
 
     table = []
-    for name, s in list(systems.items()) + [(k, {"nominal_kbps": 1.5}) for k in speed_only]:
+    for name, s in list(systems.items()) + list(speed_only.items()):
         mine = [r for r in rows if r["system"] == name]
         entry = {"system": name, "nominal_kbps": s.get("nominal_kbps"), "measured_kbps": mean([r["kbps"] for r in mine])}
         if mine:
@@ -440,7 +462,7 @@ def main() -> int:
             wers = [ErrorCounts(**r["wer_counts"]) for r in mine if "wer_counts" in r]
             entry.update({k: mean([r[k] for r in mine]) for k in ("pesq_wb", "stoi", "dnsmos_ovrl", "sim")})
             entry["wer_lj"] = corpus_wer(wers) if wers else None
-        spec = s.get("speed") or speed_only.get(name)
+        spec = s.get("speed")
         if spec and not args.no_speed:
             entry["speed"] = [measure_speed(spec, n) for n in (1, 2)]
         table.append(entry)
@@ -467,14 +489,21 @@ def machine() -> dict:
 
 def speed_report(args) -> int:
     """``--speed-only``: the speed rows of the benchmark (1 and 2 threads, fresh processes) and their summary."""
-    specs = {f"speechlm-codec ({args.codec})": args.codec, "EnCodec 24 kHz arch. (1.5 kbps, random weights)":
-             "encodec_24khz:random"}
-    table = [{"system": name, "speed": [measure_speed(spec, n) for n in (1, 2)]} for name, spec in specs.items()]
+    sys.path.insert(0, str(REPO))
+    from speechlm.codec.registry import load_codec
+
+    specs = {f"speechlm-codec ({args.codec})": args.codec}
+    if load_codec(args.codec).vocoder_config.decode_precision != "fp32":
+        specs[f"speechlm-codec ({args.codec}), fp32 decode"] = f"{args.codec}+fp32"
+    specs["EnCodec 24 kHz arch. (1.5 kbps, random weights)"] = "encodec_24khz:random"
+    table = [{"system": name, "speed": [measure_speed(spec, n, onednn_isa=args.onednn_isa) for n in (1, 2)]}
+             for name, spec in specs.items()]
     report = {"command": "python eval/bench_codec.py " + " ".join(sys.argv[1:]),
-              "machine": machine(),
+              "machine": machine(), "onednn_isa": args.onednn_isa,
               "systems": table}
+    isa = [f"oneDNN held to {args.onednn_isa} (ONEDNN_MAX_CPU_ISA)."] if args.onednn_isa else []
     md = "\n".join([f"# Codec speed ({report['machine']['cores']} cores)", "", f"Command: `{report['command']}`",
-                    *speed_summary(table)[1:]]) + "\n"
+                    *isa, *speed_summary(table)[1:]]) + "\n"
     write_report(args.out, "speed", report, md)
     return 0
 
@@ -527,7 +556,8 @@ def speed_summary(systems: list[dict]) -> list[str]:
             if ref is not None and s is not reference:
                 part += f" ({combined_xrt(sp) / combined_xrt(ref):.1f}x EnCodec)"
             parts.append(part)
-        lines.append(f"- {s['system']}: " + ", ".join(parts))
+        precision = s["speed"][0].get("decode_precision")
+        lines.append(f"- {s['system']}" + (f" [decoder in {precision}]" if precision else "") + ": " + ", ".join(parts))
     return lines
 
 

@@ -20,3 +20,25 @@ def test_combined_speed_and_ratio_to_encodec():
     assert "speechlm-codec (1.00 kbps): 100x on 2 threads (5.0x EnCodec)" in text
     assert "EnCodec 24 kHz arch.: 20x on 2 threads" in text and "Codec2" not in text
     assert bench.speed_summary([{"system": "Codec2 1200"}]) == []
+
+
+def test_speed_worker_reports_the_decode_precision_it_ran(tmp_path):
+    import torch
+
+    from speechlm.codec.model import CodecConfig
+    from speechlm.codec.neural import NeuralCodec
+    from speechlm.vocoder.model import VocoderConfig, native_bf16
+
+    bench = eval_script("bench_codec")
+    folder = NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny()).save_pretrained(tmp_path / "codec")
+    threads = torch.get_num_threads()
+    try:
+        plain = bench.speed_worker(str(folder), 1, 0.5)
+        bf16 = bench.speed_worker(f"{folder}+bf16", 1, 0.5)
+    finally:
+        torch.set_num_threads(threads)
+    assert plain["decode_precision"] == "fp32"
+    assert bf16["decode_precision"] == ("bf16" if native_bf16(torch.device("cpu")) else "fp32 (no native bf16)")
+    line = bench.speed_summary([{"system": "ours", "speed": [bf16]}])[-1]
+    assert line.startswith(f"- ours [decoder in {bf16['decode_precision']}]: ")
+    assert bench.speed_worker("encodec_24khz:random", 1, 0.5)["decode_precision"] is None

@@ -95,6 +95,11 @@ class NeuralCodec(Codec, torch.nn.Module):
         changes = {k: type(getattr(self.vocoder_config, k))(v) for k, v in given.items() if v is not None}
         return self._variant(dataclasses.replace(self.vocoder_config, **changes), self.info.n_codebooks)
 
+    def with_decode_precision(self, precision: str) -> "NeuralCodec":
+        """The same weights and tokens, the vocoder's backbone decoding in ``precision`` ("fp32" or "bf16",
+        see ``speechlm.vocoder.model``); encoding is always fp32, so the tokens do not depend on it."""
+        return self._variant(dataclasses.replace(self.vocoder_config, decode_precision=precision), self.info.n_codebooks)
+
     def _variant(self, vocoder: VocoderConfig, n_codebooks: int) -> "NeuralCodec":
         """A codec with these weights, another vocoder setting or number of levels (the weights' shapes unchanged)."""
         other = NeuralCodec(self.codec_config, vocoder, self.info.name, self.info.version, n_codebooks)

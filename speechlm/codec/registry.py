@@ -1,4 +1,5 @@
-"""Resolve ``--codec`` specs: ``default`` (bundled), a saved codec folder, or ``encodec_24khz[@kbps]``."""
+"""Resolve ``--codec`` specs: ``default`` (bundled), a saved codec folder, or ``encodec_24khz[@kbps]``; ours with
+``+fp32`` / ``+bf16`` to override its vocoder's decode precision (``speechlm.vocoder.model``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ BUNDLED = Path(__file__).resolve().parents[1] / "pretrained" / "codec"
 
 def load_codec(spec: str = "default", n_codebooks: int | None = None) -> Codec:
     """``default`` | ``DIR`` (``speechlm-codec`` save) | ``encodec_24khz`` | ``encodec_24khz@6`` (kbit/s)
-    | ``encodec_24khz:random`` (same architecture, random weights: speed tests only)."""
+    | ``encodec_24khz:random`` (same architecture, random weights: speed tests only); ``default+fp32`` or
+    ``DIR+bf16``: our codec decoding in that precision whatever its config says."""
+    head, plus, precision = spec.rpartition("+")
+    if plus and head and not Path(spec).is_dir():
+        codec = load_codec(head, n_codebooks)
+        if not hasattr(codec, "with_decode_precision"):
+            raise SpeechLMError(f"--codec {spec!r}: a decode precision applies to speechlm codecs only")
+        try:
+            return codec.with_decode_precision(precision)
+        except SpeechLMError as e:
+            raise SpeechLMError(f"--codec {spec!r}: {e}") from None
     if spec.startswith("encodec_24khz"):
         from speechlm.codec.encodec_backend import EncodecCodec
 

@@ -33,7 +33,7 @@ from speechlm.text.frontend import TextFrontend
 from speechlm.text.normalize import TextError
 from speechlm.text.tokenizer import EOS_ID, SYMBOL_OFFSET, TextTokenizer
 from speechlm.vocoder.model import VocoderConfig
-from tests.conftest import voiced
+from tests.conftest import REPO, voiced
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.", "Hello there, how are you today?",
@@ -464,3 +464,34 @@ def test_voice_embeddings_from_another_voice_encoder_are_an_error(tmp_path):
     trained.save_pretrained(codec_dir)
     with pytest.raises(BundleError, match="made by another voice encoder"):
         Pipeline.from_pretrained(path, quantize=None)
+
+
+def test_revoice_remakes_the_embeddings_with_the_new_encoder(tmp_path):
+    import runpy
+
+    import soundfile as sf
+
+    torch.manual_seed(0)
+    corpus = tmp_path / "corpus"
+    (corpus / "wavs").mkdir(parents=True)
+    sf.write(corpus / "wavs" / "alice_s00001.flac", voiced(1.0, 24000, f0=210.0), 24000)
+    (corpus / "metadata.csv").write_text("id|speaker|split|text\nalice_s00001|alice|train|Hello there.\n")
+    audio, sr = sf.read(corpus / "wavs" / "alice_s00001.flac", dtype="float32")  # as the corpus stores it
+    pipe = build_tiny_pipeline()
+    pipe.codec = NeuralCodec(CodecConfig.tiny(), dataclasses.replace(VocoderConfig.tiny(), speaker_dim=8)).eval()
+    pipe.voices = {}
+    pipe.add_voice("alice", audio, sr, text="Hello there.", speaker="alice")
+    path = pipe.save_pretrained(tmp_path / "p")
+    trained = NeuralCodec.from_pretrained(path / "codec")
+    with torch.no_grad():
+        next(trained.vocoder.reference.parameters()).add_(0.01)  # the vocoder trained on: a new encoder
+    trained.save_pretrained(path / "codec")
+    revoice = runpy.run_path(str(REPO / "data_recipes" / "revoice.py"))["main"]
+    assert revoice(["--pipeline", str(path), "--corpus", str(corpus)]) == 0
+    again = Pipeline.from_pretrained(path, quantize=None)  # loads again: the embeddings are the new encoder's
+    assert torch.equal(again.voices["alice"].codes, pipe.voices["alice"].codes)
+    assert torch.allclose(again.voices["alice"].embedding, trained.speaker_embedding(audio, sr))
+    assert not torch.allclose(again.voices["alice"].embedding, pipe.voices["alice"].embedding)
+    (corpus / "metadata.csv").write_text("id|speaker|split|text\nalice_s00001|alice|train|Something else.\n")
+    with pytest.raises(SystemExit, match="no utterance of 'alice' saying 'Hello there.'"):
+        revoice(["--pipeline", str(path), "--corpus", str(corpus)])

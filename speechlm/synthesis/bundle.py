@@ -152,8 +152,9 @@ def load_voices(path: Path, info: CodecInfo, voice_encoder: str | None = None) -
             made_with = (f.metadata() or {}).get("voice_encoder")
     if made_with and voice_encoder and made_with != voice_encoder:
         raise BundleError(f"{weights}: the voice embeddings were made by another voice encoder ({made_with[:19]}...) "
-                          f"than this codec's ({voice_encoder[:19]}...); rebuild the voices with this codec "
-                          "(speechlm pipeline build --codec DIR --voices PRESETS.jsonl ...)")
+                          f"than this codec's ({voice_encoder[:19]}...); remake them with this codec "
+                          f"(python data_recipes/revoice.py --pipeline {path} when only the vocoder changed, "
+                          "else speechlm pipeline build --codec DIR --voices PRESETS.jsonl ...)")
     voices = {}
     for name, meta in index.items():
         if name not in codes:

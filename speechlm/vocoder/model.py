@@ -24,9 +24,9 @@ training, set in the saved config, so a codec's tokens and weights stay the same
 Decode precision (``decode_precision: bf16``): the ConvNeXt backbone, nearly all of the decoder's time, runs
 under bfloat16 autocast when decoding on a device that computes bfloat16 natively (CUDA with bf16, CPUs with
 AVX512-BF16 or AMX); the head, the inverse STFT and the postfilters stay in fp32. Elsewhere it runs in fp32:
-bfloat16 emulated on other CPUs is slower than fp32 (measured on this project's 2-core Zen 4 with oneDNN held
-to older instruction sets: backbone of 10 s 113 ms fp32 vs 47 ms native bf16, 215 ms on AVX-512 without
-BF16, 816 ms on AVX2). Training ignores it (Lightning's ``precision`` decides there).
+bfloat16 emulated on other CPUs is slower than fp32 (``eval/bench_codec.py --speed-only --onednn-isa AVX2``:
+the project's Zen 4 held to AVX2 encoded + decoded 8x real time with a bf16 decoder, 41x in fp32). Training
+ignores it (Lightning's ``precision`` decides there).
 """
 
 from __future__ import annotations

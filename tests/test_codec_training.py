@@ -167,3 +167,31 @@ def test_voice_conditioned_codec_fine_tunes_with_a_band_limit(layouts, tmp_path)
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part)), part
     wav = voiced(1.0, 24000)
     assert tuned.decode(tuned.encode(wav), 24000, speaker=tuned.speaker_embedding(wav, 24000)).shape == (1, 24000)
+
+
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_discriminator_warmup_keeps_its_verdicts_from_the_generator(layouts, tmp_path, warmup):
+    import csv
+
+    root = layouts.generic_table(lines=[f"u{i}|s|Sentence {i}." for i in range(4)])
+    prepare("generic", root, tmp_path / "data", progress=False)
+    manifest = str(tmp_path / "data" / "cuts.jsonl.gz")
+    torch.manual_seed(0)
+    from speechlm.codec.model import CodecConfig
+    from speechlm.vocoder.model import VocoderConfig
+
+    NeuralCodec(CodecConfig.tiny(), VocoderConfig.tiny()).save_pretrained(tmp_path / "codec")
+    vocoder_cfgs = CONFIGS.parent / "vocoder"
+    args = ["vocoder", "-c", str(vocoder_cfgs / "base.yaml"), "-c", str(vocoder_cfgs / "tiny.yaml"),
+            "--model.codec_dir", str(tmp_path / "codec"), "--data.train_manifests", f"[{manifest}]",
+            "--data.val_manifests", f"[{manifest}]", "--trainer.default_root_dir", str(tmp_path / "run"),
+            "--model.export_dir", str(tmp_path / "run" / "export"), *MRD_ONLY,
+            "--model.disc_warmup_steps", str(warmup)]
+    assert train_main(args) == 0
+    with open(next((tmp_path / "run").rglob("metrics.csv")), newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/gen")]
+    assert len(rows) == 2  # 4 steps: 2 discriminator + 2 generator updates
+    disc = [bool(r["train/disc"]) for r in rows]
+    adv = [bool(r.get("train/adv")) for r in rows]
+    assert disc == [True, True]  # the discriminator trains from the start either way
+    assert adv == ([True, True] if warmup == 0 else [False, True])  # its verdicts reach the generator after the warmup

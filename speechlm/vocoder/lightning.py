@@ -14,6 +14,9 @@ keeps learning on the frozen tokens while the LM trains beside it, and the full 
 for the target's harmonic frequencies and frame timing where the magnitude losses leave the phase free.
 ``mpd_periods: []`` drops the MPD and ``mrd_channels`` narrows the MRD (cost grows with its width squared):
 ``configs/vocoder/voice_mrd.yaml``'s small adversarial stage for one CPU core.
+``disc_warmup_steps`` lets the discriminators train that many steps (counted as ``gan_start_step`` is) before
+their verdicts reach the generator, which meanwhile keeps to the spectral losses: a vocoder already trained on
+spectral losses would otherwise be pushed around by a discriminator that cannot yet tell anything apart.
 
 ``speaker_dim`` makes the vocoder voice-conditioned (see ``speechlm.vocoder.model``): an export
 without conditioning gains a reference encoder and a zero projection, so it starts from exactly the
@@ -50,7 +53,7 @@ class VocoderModule(ExportsCodec, L.LightningModule):
                  gan_start_step: int | None = 0, mpd_periods: list[int] = (2, 3, 5, 7, 11),
                  stft_weight: float = 0.0, export_dir: str | None = None, speaker_dim: int | None = None,
                  reference_dropout: float = 0.1, harmonic: bool | None = None, pitch_weight: float = 1.0,
-                 mrd_channels: int = 32, phase_weight: float = 0.0):
+                 mrd_channels: int = 32, phase_weight: float = 0.0, disc_warmup_steps: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -97,6 +100,7 @@ class VocoderModule(ExportsCodec, L.LightningModule):
         wav, reference = unpack(batch)
         y_hat, pitch = self._generate(wav, reference, h.reference_dropout, teacher_f0=True)
         use_gan = self.gan and self.global_step >= h.gan_start_step
+        adversarial = use_gan and self.global_step >= h.gan_start_step + h.disc_warmup_steps
 
         if use_gan:
             loss_d = sum(w * self.d_loss(*d(y=wav, y_hat=y_hat.detach())[:2])[0] for d, w in self._discriminators())
@@ -120,7 +124,7 @@ class VocoderModule(ExportsCodec, L.LightningModule):
             phase = self.phase_loss(y_hat, wav)
             loss_g = loss_g + h.phase_weight * phase
             self.log("train/phase", phase)
-        if use_gan:
+        if adversarial:
             adv = fm = 0.0
             for d, w in self._discriminators():
                 _, fake, fmap_real, fmap_fake = d(y=wav, y_hat=y_hat)

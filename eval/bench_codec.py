@@ -320,8 +320,9 @@ def measure_speed(spec: str, threads: int, seconds: float = 10.0, onednn_isa: st
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def build_systems(args) -> tuple[dict[str, dict], dict[str, str], bool]:
-    """``(systems, speed-only systems, whether ours is voice-conditioned)`` for ``--codec`` / ``--systems``;
+def build_systems(args) -> tuple[dict[str, dict], dict[str, dict], bool]:
+    """``(systems, speed-only systems, whether ours is voice-conditioned)`` for ``--codec`` / ``--systems``; a speed-only
+    system is ``{"speed": spec, "nominal_kbps": ...}``;
     each system's ``run(clip, tmp) -> (decoded, sample_rate, encoded bytes or None)``."""
     sys.path.insert(0, str(REPO))
     from speechlm.codec.encodec_backend import CHECKPOINT, EncodecCodec, cache_dir

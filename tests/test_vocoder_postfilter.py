@@ -144,3 +144,13 @@ def test_codec_select_compares_decoders_of_one_tokenizer_only(codec):
     table = [{"codec": "ref", "pesq_wb": 1.3, "dnsmos_ovrl": 2.5}, {"codec": "a", "pesq_wb": 1.5, "dnsmos_ovrl": 2.4},
              {"codec": "b", "pesq_wb": 1.4, "dnsmos_ovrl": 2.6}]
     assert select.choose(table)["codec"] == "b"  # a's PESQ comes with a lower DNSMOS than the reference's
+    # against the bar's reference: the worst margin over it decides, not PESQ-WB first
+    table = [{"codec": "ref", "pesq_wb": 1.64, "stoi": 0.844, "dnsmos_ovrl": 2.82},
+             {"codec": "real", "pesq_wb": 1.63, "stoi": 0.847, "dnsmos_ovrl": 2.88}]
+    codec2 = {"pesq_wb": 1.41, "stoi": 0.835, "dnsmos_ovrl": 2.83}
+    assert select.choose(table)["codec"] == "ref"  # PESQ first: the 0.01 keeps the first
+    assert select.choose(table, codec2)["codec"] == "real"  # worst margins -0.01 (OVRL) vs +0.01 (STOI)
+    md = select.render({"command": "x", "clips": {"s": 1}, "table": [dict(t, by_set={"s": t}) for t in table],
+                        "against": "codec2:1200", "against_scores": dict(codec2, by_set={"s": codec2}),
+                        "chosen": "real"}, ["s"])
+    assert "| codec2:1200 (the bar's reference) |" in md and "| **+0.012** |" in md and "| -0.010 |" in md

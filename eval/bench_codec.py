@@ -306,9 +306,13 @@ def decode_precision(codec) -> str | None:
     cfg = getattr(codec, "vocoder_config", None)
     if cfg is None or cfg.decode_precision == "fp32":
         return None if cfg is None else "fp32"
-    from speechlm.vocoder.model import native_bf16
+    return "bf16" if codec.vocoder.decodes_in_bf16(codec.device) else "fp32 (no native bf16)"
 
-    return "bf16" if native_bf16(codec.device) else "fp32 (no native bf16)"
+
+def fp32_twin(spec: str, codec) -> str | None:
+    """The ``--codec`` spec of ``codec`` decoding in fp32, for a speed row beside it, when it decodes in bf16."""
+    cfg = getattr(codec, "vocoder_config", None)
+    return f"{spec}+fp32" if cfg is not None and cfg.decode_precision != "fp32" else None
 
 
 def measure_speed(spec: str, threads: int, seconds: float = 10.0, onednn_isa: str | None = None) -> dict:
@@ -354,9 +358,10 @@ def build_systems(args) -> tuple[dict[str, dict], dict[str, dict], bool]:
                                        "nominal_kbps": 1.5}
     speed_only = {"EnCodec 24 kHz arch. (1.5 kbps, random weights)": {"speed": "encodec_24khz:random",
                                                                         "nominal_kbps": 1.5}}
-    if ours.vocoder_config.decode_precision != "fp32":  # the same codec decoding in fp32: the speed it gains
+    twin = fp32_twin(args.codec, ours)
+    if twin:  # the same codec decoding in fp32: the speed it gains
         speed_only[f"speechlm-codec ({ours.bitrate / 1000:.2f} kbps), fp32 decode"] = {
-            "speed": f"{args.codec}+fp32", "nominal_kbps": ours.bitrate / 1000}
+            "speed": twin, "nominal_kbps": ours.bitrate / 1000}
     if args.systems:
         wanted = [w for w in args.systems.split(",") if w]
         systems = {k: v for k, v in systems.items() if k == "original" or any(w in k for w in wanted)}
@@ -494,8 +499,9 @@ def speed_report(args) -> int:
     from speechlm.codec.registry import load_codec
 
     specs = {f"speechlm-codec ({args.codec})": args.codec}
-    if load_codec(args.codec).vocoder_config.decode_precision != "fp32":
-        specs[f"speechlm-codec ({args.codec}), fp32 decode"] = f"{args.codec}+fp32"
+    twin = fp32_twin(args.codec, load_codec(args.codec))
+    if twin:
+        specs[f"speechlm-codec ({args.codec}), fp32 decode"] = twin
     specs["EnCodec 24 kHz arch. (1.5 kbps, random weights)"] = "encodec_24khz:random"
     table = [{"system": name, "speed": [measure_speed(spec, n, onednn_isa=args.onednn_isa) for n in (1, 2)]}
              for name, spec in specs.items()]

@@ -200,10 +200,14 @@ class Vocoder(nn.Module):
             shaped = torch.exp(self.harmonic_filter(x).transpose(1, 2).clamp(max=4.0)) * source
             return VocoderOutput(self._pitch_postfilter(self.head.istft(spec + self.harmonic_gate * shaped)), pitch, phase)
 
+    def decodes_in_bf16(self, device: torch.device) -> bool:
+        """Whether decoding on ``device`` runs the backbone in bfloat16: ``decode_precision: bf16`` and native bf16."""
+        return self.cfg.decode_precision == "bf16" and native_bf16(device)
+
     def _backbone_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """bfloat16 autocast for the backbone when decoding with ``decode_precision: bf16`` on a device with
-        native bf16; otherwise nothing (fp32, or whatever autocast the caller, e.g. training, set)."""
-        if self.training or self.cfg.decode_precision != "bf16" or not native_bf16(device):
+        """bfloat16 autocast for the backbone when decoding in bf16 (``decodes_in_bf16``); otherwise nothing
+        (fp32, or whatever autocast the caller, e.g. training, set)."""
+        if self.training or not self.decodes_in_bf16(device):
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=torch.bfloat16)
 

@@ -13,23 +13,17 @@ Writes ``codec2_delay.json`` and ``codec2_delay.md``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+import bench_codec as bench
+
 REPO = Path(__file__).resolve().parents[1]
 SR = 8000  # Codec2's rate
 SHIFTS = range(0, 401, 20)
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_codec", REPO / "eval" / "bench_codec.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     from speechlm.eval.fidelity import stoi
 
-    bench = _bench()
     clips = bench.real_speech_clips(args.data, args.per_set)
     report = {"command": "python eval/codec2_delay.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "clips": len(clips), "modes": {}}

@@ -22,22 +22,16 @@ A voice-conditioned codec decodes with the embedding of the speaker's next utter
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
+import bench_codec as bench
+
 REPO = Path(__file__).resolve().parents[1]
 N_FFT, HOP = 1024, 240
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_codec", REPO / "eval" / "bench_codec.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def swap_scores(ref24: np.ndarray, dec24: np.ndarray, pesq) -> dict[str, float]:
@@ -99,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     from speechlm.eval.fidelity import fidelity
 
     torch.set_num_threads(args.threads)
-    bench = _bench()
     clips = bench.real_speech_clips(args.data, args.per_set)
 
     def score(c: dict, dec: np.ndarray, sr: int) -> dict[str, float]:

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
+
+import bench_codec as bench
+import codec_diagnosis
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000  # DNSMOS's rate: everything is measured there
@@ -44,13 +46,6 @@ LOWPASS_HZ = 4000.0
 
 
 @functools.cache
-def _script(name: str):
-    """Another script of eval/ as a module."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def frame_db(x: np.ndarray) -> np.ndarray:
     """Level (dB) of each whole 20 ms frame of ``x``."""
@@ -116,7 +111,7 @@ def splice_pauses(orig: np.ndarray, dec: np.ndarray) -> np.ndarray:
 def measure(orig16: np.ndarray, dec16: np.ndarray, dnsmos) -> dict[str, float]:
     n = min(len(orig16), len(dec16))
     orig16, dec16 = orig16[:n], dec16[:n]
-    swapped = _script("codec_diagnosis").swaps(orig16, dec16, n_fft=640, hop=160)
+    swapped = codec_diagnosis.swaps(orig16, dec16, n_fft=640, hop=160)
     db = frame_db(orig16)
     voiced = db >= np.median(db)  # the original's loudest half: where speech is, in both
     row = {}
@@ -151,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     from speechlm.eval.dnsmos import get_dnsmos
 
     torch.set_num_threads(args.threads)
-    bench, dnsmos = _script("bench_codec"), get_dnsmos()
+    dnsmos = get_dnsmos()
     clips = bench.real_speech_clips(args.data, args.per_set)
 
     def score(c: dict, dec: np.ndarray, sr: int) -> dict[str, float]:

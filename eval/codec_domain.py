@@ -21,21 +21,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 
+import bench_codec as bench
+
 REPO = Path(__file__).resolve().parents[1]
 SETS = ("librispeech_train_clean_100", "librispeech_test_other", "ljspeech_subset")
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def active_level_db(wav: np.ndarray, frame: int = 400) -> float:
@@ -78,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     from speechlm.eval.fidelity import fidelity
 
     torch.set_num_threads(args.threads)
-    bench = _script("bench_codec")
     codec, dnsmos = load_codec(args.codec), get_dnsmos()
     clips = bench.load_clips(args.data if args.data.exists() else None, None, args.per_set, folders=SETS)
     if args.synth.exists():  # the embedded corpus's dev split, as the tuning clips use it

@@ -23,21 +23,15 @@ Writes ``postfilter.json`` and ``postfilter.md`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 
+import bench_codec as bench
+
 REPO = Path(__file__).resolve().parents[1]
 TUNING_FOLDERS = ("librispeech_train_clean_100",)
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_codec", REPO / "eval" / "bench_codec.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _floats(text: str) -> list[float]:
@@ -46,7 +40,7 @@ def _floats(text: str) -> list[float]:
 
 def tuning_clips(data: Path, synth: Path, per_set: int) -> list[dict]:
     """Training-side clips: LibriSpeech train-clean-100 (``data``) and the embedded corpus's dev split (``synth``)."""
-    clips = _bench().load_clips(data if data.exists() else None, synth, per_set, folders=TUNING_FOLDERS, split="dev")
+    clips = bench.load_clips(data if data.exists() else None, synth, per_set, folders=TUNING_FOLDERS, split="dev")
     if not clips:
         sys.exit(f"no tuning clips: neither {data}/librispeech_train_clean_100 nor {synth} (dev split)")
     return clips
@@ -125,7 +119,7 @@ def score_reference(spec: str, clips: list[dict], dnsmos) -> dict:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        run = _bench().roundtrip_of(spec, Path(tmp))
+        run = bench.roundtrip_of(spec, Path(tmp))
         rows = [score_row(c, spec, *run(c), dnsmos) for c in clips]
     return summarize(rows, [spec], sorted({c["set"] for c in clips}))[spec]
 
@@ -153,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     from speechlm.eval.dnsmos import get_dnsmos
 
     torch.set_num_threads(args.threads)
-    bench, dnsmos = _bench(), get_dnsmos()
+    dnsmos = get_dnsmos()
     clips = tuning_clips(args.data, args.synth, args.per_set)
     base = load_codec(args.codec)
     vc = base.vocoder_config

@@ -18,18 +18,13 @@ Writes ``select.json`` and ``select.md`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
+import bench_codec as bench
+import codec_postfilter as tuning
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def same_tokenizer(a, b) -> bool:
@@ -45,7 +40,6 @@ def same_tokenizer(a, b) -> bool:
 def choose(table: list[dict], against: dict | None = None) -> dict:
     """With ``against`` (a reference codec's scores): the largest worst margin over it (``codec_postfilter.choose``).
     Without: the best mean PESQ-WB among the exports whose DNSMOS OVRL is at least the first row's."""
-    tuning = _script("codec_postfilter")
     if against is not None:
         return tuning.choose(table, against)
     return tuning.best_keeping_dnsmos(table, table[0])
@@ -73,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     from speechlm.eval.dnsmos import get_dnsmos
 
     torch.set_num_threads(args.threads)
-    tuning, bench = _script("codec_postfilter"), _script("bench_codec")
     codecs = {spec: load_codec(spec) for spec in args.codec}
     reference = codecs[args.codec[0]]
     for spec, codec in codecs.items():
@@ -100,7 +93,7 @@ def render(r: dict, sets: list[str]) -> str:
              + "; the same tokens decoded by each; at 16 kHz against the original.", "",
              "| codec | PESQ-WB | STOI | DNSMOS OVRL | " + " | ".join(f"PESQ-WB / OVRL {s}" for s in sets)
              + " | worst margin |", "|---|---|---|---|" + "---|" * len(sets) + "---|"]
-    tuning, against = _script("codec_postfilter"), r.get("against_scores")
+    against = r.get("against_scores")
     rows = r["table"] + ([{"codec": r["against"], "is_reference": True, **against}] if against else [])
     for i, t in enumerate(rows):
         name = f"{t['codec']} (the bar's reference)" if t.get("is_reference") else f"`{t['codec']}`" + (

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.util
+import importlib
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,13 +15,12 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 
 
-@functools.cache
 def eval_script(name: str) -> ModuleType:
-    """``eval/<name>.py`` as a module (the scripts there are run by path, not installed), loaded once."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``eval/<name>.py`` as a module. The scripts there are run by path, not installed, and import each other
+    by name (``import bench_codec``): a script's own folder is on ``sys.path`` when it runs, so it is here too."""
+    if str(REPO / "eval") not in sys.path:
+        sys.path.insert(0, str(REPO / "eval"))
+    return importlib.import_module(name)
 
 
 def shared_data_dir() -> Path:

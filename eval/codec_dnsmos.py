@@ -28,7 +28,6 @@ A voice-conditioned codec decodes with the embedding of the speaker's next utter
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import sys
 from pathlib import Path
@@ -44,8 +43,6 @@ FRAME = 320  # 20 ms
 QUIET = 0.2  # the quietest / loudest share of frames
 LOWPASS_HZ = 4000.0
 
-
-@functools.cache
 
 def frame_db(x: np.ndarray) -> np.ndarray:
     """Level (dB) of each whole 20 ms frame of ``x``."""

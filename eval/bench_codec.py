@@ -489,8 +489,28 @@ def main() -> int:
     return 0
 
 
+ISA_FLAGS = ("amx_tile", "avx512_bf16", "avx512f", "avx2")  # /proc/cpuinfo flags, the newest first
+
+
 def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    """The CPU the speed rows ran on: its model, cores, and the newest vector instruction set it has (speed
+    depends on it: a bf16 decoder needs AVX512-BF16 or AMX, see ``speechlm.vocoder.model.native_bf16``)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:  # not Linux: the model from platform, no flags
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "isa": next((f for f in ISA_FLAGS if f in flags), None)}
+
+
+def machine_line(m: dict) -> str:
+    """``2 cores, AMD EPYC, avx2``: the heading of a report (older reports hold no ISA)."""
+    return ", ".join(str(x) for x in (f"{m['cores']} cores", m.get("cpu"), m.get("isa")) if x)
 
 
 def speed_report(args) -> int:
@@ -510,7 +530,7 @@ def speed_report(args) -> int:
               "systems": table}
     isa = ["", f"oneDNN held to {args.onednn_isa} (ONEDNN_MAX_CPU_ISA): a bf16 decoder runs emulated."] \
         if args.onednn_isa else []
-    md = "\n".join([f"# Codec speed ({report['machine']['cores']} cores)", "", f"Command: `{report['command']}`",
+    md = "\n".join([f"# Codec speed ({machine_line(report['machine'])})", "", f"Command: `{report['command']}`",
                     *isa, *speed_summary(table)]) + "\n"
     write_report(args.out, "speed", report, md)
     return 0
@@ -521,7 +541,7 @@ def _f(x, fmt):
 
 
 def markdown(r: dict) -> str:
-    lines = [f"# Codec benchmark ({r['machine']['cores']} cores)", "", f"Command: `{r['command']}`", "",
+    lines = [f"# Codec benchmark ({machine_line(r['machine'])})", "", f"Command: `{r['command']}`", "",
              "Clips: " + ", ".join(f"{k} {v}" for k, v in r["clips"].items()) + "; quality at 16 kHz vs the original.",
              *([f"Voice reference: {r['voice_reference']}."] if r.get("voice_reference") else []),
              "", "| system | kbps (nominal / measured) | PESQ-WB | STOI | DNSMOS OVRL | SIM | WER % (LJ) | "

@@ -42,3 +42,16 @@ def test_speed_worker_reports_the_decode_precision_it_ran(tmp_path):
     line = bench.speed_summary([{"system": "ours", "speed": [bf16]}])[-1]
     assert line.startswith(f"- ours [decoder in {bf16['decode_precision']}]: ")
     assert bench.speed_worker("encodec_24khz:random", 1, 0.5)["decode_precision"] is None
+
+
+def test_machine_names_the_cpu_and_its_instruction_set():
+    """Speed rows depend on the CPU's vector instructions (a bf16 decoder needs AVX512-BF16 or AMX), so the
+    report says which it had; reports written before the ISA was recorded still get a heading."""
+    import os
+
+    bench = eval_script("bench_codec")
+    m = bench.machine()
+    assert m["cores"] == os.cpu_count() and m["cpu"]
+    assert m["isa"] in (*bench.ISA_FLAGS, None)
+    assert bench.machine_line({"cpu": "AMD EPYC", "cores": 2, "isa": "avx2"}) == "2 cores, AMD EPYC, avx2"
+    assert bench.machine_line({"cpu": "x86_64", "cores": 2}) == "2 cores, x86_64"

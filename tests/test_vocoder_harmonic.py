@@ -6,25 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from vocos.spectral_ops import ISTFT
 
 from speechlm.codec.model import CodecConfig
 from speechlm.codec.neural import NeuralCodec
 from speechlm.codec.streaming import decode_stream
 from speechlm.errors import SpeechLMError
-from speechlm.vocoder.harmonic import excitation, fill_unvoiced, stft_same
+from speechlm.vocoder.harmonic import excitation, fill_unvoiced
 from speechlm.vocoder.lightning import _extend_vocoder
 from speechlm.vocoder.model import VocoderConfig
 from tests.conftest import eval_script, voiced
 
 SR, HOP = 24000, 240
-
-
-def test_stft_same_is_what_the_istft_head_inverts():
-    x = torch.randn(2, 30 * HOP)
-    spec = stft_same(x, 1024, HOP, torch.hann_window(1024))
-    assert spec.shape == (2, 513, 30)
-    assert (ISTFT(1024, HOP, 1024)(spec) - x).abs().max() < 1e-5
 
 
 def test_excitation_is_a_band_limited_comb_gated_by_voicing():

@@ -59,11 +59,3 @@ def excitation(f0: torch.Tensor, voiced: torch.Tensor, hop: int, sample_rate: in
     small = half.abs() < 1e-6
     comb = torch.where(small, k, (torch.sin((k + 0.5) * wrapped) / (2 * torch.where(small, 1.0, half)) - 0.5))
     return (gate * comb).float(), frames
-
-
-def stft_same(x: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
-    """``x [B, T * hop]`` -> complex ``[B, n_fft // 2 + 1, T]`` framed as ``vocos``' ISTFT with ``padding="same"``
-    expects, so that its inverse gives ``x`` back."""
-    pad = (n_fft - hop) // 2
-    frames = F.pad(x, (pad, pad + hop)).unfold(-1, n_fft, hop)[:, : x.shape[-1] // hop]  # [B, T, n_fft]
-    return torch.fft.rfft(frames * window, dim=-1).transpose(1, 2)

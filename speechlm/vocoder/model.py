@@ -3,7 +3,8 @@
 The head predicts STFT magnitude and phase per 100 Hz frame and an inverse STFT makes the waveform,
 so the network never runs at the sample rate, unlike HiFi-GAN-style upsampling stacks; that is what
 makes Vocos-style vocoders fast on CPU (``eval/bench_codec.py`` measures ours). The backbone and
-head are the ``vocos`` package's own modules.
+head are the ``vocos`` package's own modules; the inverse STFT is ``speechlm.vocoder.spectral``'s, which
+equals the head's own to the bit and keeps frames along time, which is faster on CPU.
 
 Voice conditioning (``speaker_dim > 0``): a small reference encoder turns a few seconds of the
 target voice into one vector, added to every frame's input features. 1 kbps tokens keep what is
@@ -42,8 +43,9 @@ from vocos.models import VocosBackbone
 
 from speechlm.codec.pitch import F0_FLOOR, F0_REF
 from speechlm.errors import SpeechLMError
-from speechlm.vocoder.harmonic import excitation, fill_unvoiced, stft_same
+from speechlm.vocoder.harmonic import excitation, fill_unvoiced
 from speechlm.vocoder.postfilter import pitch_comb, sharpen
+from speechlm.vocoder.spectral import istft_same, stft_same
 
 
 DECODE_PRECISIONS = ("fp32", "bf16")
@@ -182,23 +184,23 @@ class Vocoder(nn.Module):
             x = self.backbone(x)  # [B, T100, dim]
         with torch.autocast(latent.device.type, enabled=False):  # the inverse STFT wants fp32
             x = x.float()
-            mag, p = self.head.out(x).transpose(1, 2).chunk(2, dim=1)  # vocos' ISTFTHead, spectrum kept
+            mag, p = self.head.out(x).chunk(2, dim=-1)  # vocos' ISTFTHead's layer: [B, T100, F] log magnitude, phase
             if self.cfg.postfilter and not self.training:
-                mag = sharpen(mag, self.cfg.postfilter, self.cfg.postfilter_bins)
-            spec = torch.exp(mag).clip(max=1e2) * (torch.cos(p) + 1j * torch.sin(p))
-            if not self.cfg.harmonic:
-                return VocoderOutput(self._pitch_postfilter(self.head.istft(spec)))
-            pitch = self.pitch(x).transpose(1, 2)
-            with torch.no_grad():  # the source is not differentiated: F0 is learned by its own loss
-                if f0 is None:
-                    track, voiced = F0_REF * torch.exp2(pitch[:, 1]), torch.sigmoid(pitch[:, 0])
-                else:
-                    track, voiced = fill_unvoiced(f0), (f0 > 0).float()
-                source, phase = excitation(track, voiced, self.cfg.hop_length, self.cfg.sample_rate,
-                                           self.cfg.harmonic_max_hz, anchor)
-                source = stft_same(source, self.cfg.n_fft, self.cfg.hop_length, self.head.istft.window)
-            shaped = torch.exp(self.harmonic_filter(x).transpose(1, 2).clamp(max=4.0)) * source
-            return VocoderOutput(self._pitch_postfilter(self.head.istft(spec + self.harmonic_gate * shaped)), pitch, phase)
+                mag = sharpen(mag.transpose(1, 2), self.cfg.postfilter, self.cfg.postfilter_bins).transpose(1, 2)
+            spec = torch.polar(torch.exp(mag).clip(max=1e2), p)
+            if self.cfg.harmonic:
+                pitch = self.pitch(x).transpose(1, 2)
+                with torch.no_grad():  # the source is not differentiated: F0 is learned by its own loss
+                    if f0 is None:
+                        track, voiced = F0_REF * torch.exp2(pitch[:, 1]), torch.sigmoid(pitch[:, 0])
+                    else:
+                        track, voiced = fill_unvoiced(f0), (f0 > 0).float()
+                    source, phase = excitation(track, voiced, self.cfg.hop_length, self.cfg.sample_rate,
+                                               self.cfg.harmonic_max_hz, anchor)
+                    source = stft_same(source, self.cfg.n_fft, self.cfg.hop_length, self.head.istft.window)
+                spec = spec + self.harmonic_gate * torch.exp(self.harmonic_filter(x).clamp(max=4.0)) * source
+            wav = self._pitch_postfilter(istft_same(spec, self.cfg.n_fft, self.cfg.hop_length, self.head.istft.window))
+            return VocoderOutput(wav, pitch, phase) if self.cfg.harmonic else VocoderOutput(wav)
 
     def decodes_in_bf16(self, device: torch.device) -> bool:
         """Whether decoding on ``device`` runs the backbone in bfloat16: ``decode_precision: bf16`` and native bf16."""

@@ -60,14 +60,23 @@ def frame_pitch(log_mag: torch.Tensor, sample_rate: int, window: torch.Tensor) -
     lags); periods span ``F0_CEIL`` to ``F0_FLOOR``, and the shortest local peak within ``OCTAVE_TOLERANCE``
     of the highest one is taken, with a parabola through its neighbours for the fraction.
     """
-    f = log_mag.shape[1]
-    n_fft = 2 * (f - 1)
-    low = (torch.arange(f, device=log_mag.device) * sample_rate / n_fft <= PITCH_BAND_HZ).to(log_mag.dtype)
-    r = torch.fft.irfft(torch.exp(2 * log_mag) * low[:, None], n=n_fft, dim=1)  # [B, n_fft, T]
-    win = torch.fft.irfft(torch.fft.rfft(window.to(log_mag), n=n_fft).abs() ** 2, n=n_fft)
+    n_fft = 2 * (log_mag.shape[1] - 1)
+    return _pitch_from_power(torch.exp(2 * log_mag[:, : _band_bins(n_fft, sample_rate)]), n_fft, sample_rate, window)
+
+
+def _band_bins(n_fft: int, sample_rate: int) -> int:
+    """How many STFT bins lie at or below ``PITCH_BAND_HZ``."""
+    return int(PITCH_BAND_HZ * n_fft / sample_rate) + 1
+
+
+def _pitch_from_power(power: torch.Tensor, n_fft: int, sample_rate: int,
+                      window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``frame_pitch`` from the power ``[B, K, T]`` of the ``K = _band_bins`` bins below ``PITCH_BAND_HZ``."""
     lo, hi = math.ceil(sample_rate / F0_CEIL), min(math.floor(sample_rate / F0_FLOOR), n_fft // 2 - 2)
-    lags = slice(lo - 1, hi + 2)  # one lag beyond each end, for the peak test and the parabola
-    nr = r[:, lags] / (r[:, :1].clamp(min=1e-12) * (win[lags] / win[0])[:, None])  # [B, L + 2, T]
+    lags = torch.arange(lo - 1, hi + 2, device=power.device)  # one lag beyond each end, for the peak test and the parabola
+    r = _autocorrelation_basis(n_fft, sample_rate, lags, power.dtype) @ power  # [B, L + 3, T]: lag 0, then the lags
+    win = torch.fft.irfft(torch.fft.rfft(window.to(power), n=n_fft).abs() ** 2, n=n_fft)
+    nr = r[:, 1:] / (r[:, :1].clamp(min=1e-12) * (win[lags] / win[0])[:, None])  # [B, L + 2, T]
     a, b, c = nr[:, :-2], nr[:, 1:-1], nr[:, 2:]
     peak = (b >= a) & (b >= c)
     best = torch.where(peak, b, torch.zeros_like(b)).amax(dim=1, keepdim=True)
@@ -76,6 +85,17 @@ def frame_pitch(log_mag: torch.Tensor, sample_rate: int, window: torch.Tensor) -
     curve = a - 2 * b + c
     frac = torch.where(curve < 0, 0.5 * (a - c) / curve.clamp(max=-1e-9), torch.zeros_like(b)).clamp(-0.5, 0.5)
     return lo + first.squeeze(1) + frac, b.clamp(0.0, 1.0)
+
+
+def _autocorrelation_basis(n_fft: int, sample_rate: int, lags: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The inverse real FFT of a power spectrum that is zero above ``PITCH_BAND_HZ``, at lag 0 and ``lags`` only,
+    as a matrix ``[1 + L, K]`` over the ``K`` bins below it: ``r[l] = sum_k w_k P_k cos(2 pi k l / n_fft) / n_fft``
+    with ``w_k = 2`` but for DC (and Nyquist, never below the band). As a matrix product the power stays
+    ``[B, K, T]``, lags along the same dimension, where an FFT over that dimension would run on strided memory."""
+    k = torch.arange(_band_bins(n_fft, sample_rate), device=lags.device, dtype=torch.float64)
+    at = torch.cat([lags.new_zeros(1), lags]).double()
+    weight = torch.where((k == 0) | (k == n_fft // 2), 1.0, 2.0) / n_fft
+    return (torch.cos(2 * math.pi * at[:, None] * k[None] / n_fft) * weight).to(dtype)
 
 
 def pitch_comb(wav: torch.Tensor, strength: float, sample_rate: int, hop_length: int,
@@ -99,8 +119,10 @@ def pitch_comb(wav: torch.Tensor, strength: float, sample_rate: int, hop_length:
     """
     if wav.shape[-1] <= window.numel() // 2:  # too short to analyse (the STFT's reflect padding): as it is
         return wav
-    spec = torch.stft(wav.float(), window.numel(), hop_length, window=window.float(), return_complex=True)
-    period, periodicity = frame_pitch(spec.abs().clamp(min=1e-7).log(), sample_rate, window)
+    n_fft = window.numel()
+    spec = torch.stft(wav.float(), n_fft, hop_length, window=window.float(), return_complex=True)
+    power = torch.view_as_real(spec[:, : _band_bins(n_fft, sample_rate)]).square().sum(-1).clamp(min=1e-14)
+    period, periodicity = _pitch_from_power(power, n_fft, sample_rate, window)
     gain = strength * ((periodicity - VOICING_FLOOR) / (1 - VOICING_FLOOR)).clamp(0.0, 1.0)
     n = wav.shape[-1]
     p, g = _per_sample(period, hop_length, n), _per_sample(gain, hop_length, n)

@@ -27,18 +27,6 @@ import codec_postfilter as tuning
 REPO = Path(__file__).resolve().parents[1]
 
 
-def median_f0(wav: np.ndarray, sample_rate: int) -> float:
-    """Median F0 (Hz) over the voiced frames of ``wav``; 0 when none is voiced."""
-    import pyworld
-
-    from speechlm.codec.pitch import F0_CEIL, F0_FLOOR
-
-    x = np.asarray(wav, dtype=np.float64)
-    f0, t = pyworld.dio(x, sample_rate, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL)
-    f0 = pyworld.stonemask(x, f0, t, sample_rate)
-    return float(np.median(f0[f0 > 0])) if (f0 > 0).any() else 0.0
-
-
 def group_means(rows: list[dict], split_hz: float) -> list[dict]:
     """Mean scores per (group, coder) over ``rows`` (each with ``f0``, ``decoder`` and the scores), the
     groups being F0 below ``split_hz``, at or above it, and all clips; unvoiced clips (F0 0) only in all."""
@@ -69,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     sys.path.insert(0, str(REPO))
+    from speechlm.codec.pitch import median_f0
     from speechlm.codec.registry import load_codec
     from speechlm.eval.dnsmos import get_dnsmos
 

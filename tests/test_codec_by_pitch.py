@@ -1,10 +1,11 @@
-"""eval/codec_by_pitch.py: a clip's median F0, and the groups it goes in."""
+"""eval/codec_by_pitch.py and speechlm.codec.pitch.median_f0: a clip's median F0, and the groups it goes in."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from speechlm.codec.pitch import median_f0
 from tests.conftest import eval_script, voiced
 
 
@@ -13,10 +14,10 @@ def mod():
     return eval_script("codec_by_pitch")
 
 
-def test_median_f0_reads_the_voice_pitch(mod):
-    assert mod.median_f0(voiced(1.0, 16000, f0=120.0), 16000) == pytest.approx(120.0, rel=0.03)
-    assert mod.median_f0(voiced(1.0, 16000, f0=220.0), 16000) == pytest.approx(220.0, rel=0.03)
-    assert mod.median_f0(np.zeros(16000, dtype=np.float32), 16000) == 0.0
+def test_median_f0_reads_the_voice_pitch():
+    assert median_f0(voiced(1.0, 16000, f0=120.0), 16000) == pytest.approx(120.0, rel=0.03)
+    assert median_f0(voiced(1.0, 16000, f0=220.0), 16000) == pytest.approx(220.0, rel=0.03)
+    assert median_f0(np.zeros(16000, dtype=np.float32), 16000) == 0.0
 
 
 def test_group_means_split_at_the_threshold(mod):

@@ -42,6 +42,17 @@ def f0_frames(wav: torch.Tensor, sample_rate: int, hop_length: int) -> torch.Ten
     return torch.from_numpy(out).to(wav.device)
 
 
+def median_f0(wav: np.ndarray, sample_rate: int) -> float:
+    """Median F0 (Hz) over the voiced frames of a mono clip (DIO + StoneMask, as ``f0_frames``); 0 if none is
+    voiced. Tells high voices from low ones (``eval/codec_by_pitch.py``, ``data_recipes/pitch_subset.py``)."""
+    import pyworld
+
+    x = np.asarray(wav, dtype=np.float64)
+    f0, t = pyworld.dio(x, sample_rate, f0_floor=F0_FLOOR, f0_ceil=F0_CEIL)
+    f0 = pyworld.stonemask(x, f0, t, sample_rate)
+    return float(np.median(f0[f0 > 0])) if (f0 > 0).any() else 0.0
+
+
 class PitchHead(nn.Module):
     """Quantized latent ``[B, D, T]`` (frame rate) -> ``[B, 2, T * upsample]``: voicing logit and
     log2(F0 / 100 Hz), at the analysis hop rate."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if not clips:
         sys.exit(f"no clips of {', '.join(sets)} under {args.data}")
     dnsmos, codec = get_dnsmos(), load_codec(args.codec)
-    rows = tuning.score_decoders(codec, {args.codec: codec}, clips, dnsmos)
-    with tempfile.TemporaryDirectory() as tmp:
-        run = bench.roundtrip_of(args.against, Path(tmp))
-        rows += [tuning.score_row(c, args.against, *run(c), dnsmos) for c in clips]
+    rows = (tuning.score_decoders(codec, {args.codec: codec}, clips, dnsmos)
+            + tuning.reference_rows(args.against, clips, dnsmos))
     f0 = {c["id"]: median_f0(c["wav"], c["sr"]) for c in clips}
     for r in rows:
         r["f0"] = f0[r["id"]]

@@ -113,15 +113,19 @@ def choose(table: list[dict], against: dict | None = None) -> dict:
     return best_keeping_dnsmos(table, next(r for r in table if is_off(r)))
 
 
-def score_reference(spec: str, clips: list[dict], dnsmos) -> dict:
-    """Mean PESQ-WB, STOI and DNSMOS OVRL of a reference codec (``eval/bench_codec.py``'s ``roundtrip_of``
-    spec, e.g. ``codec2:1200``) on the same clips, and per set."""
+def reference_rows(spec: str, clips: list[dict], dnsmos) -> list[dict]:
+    """``score_row`` of each clip coded by a reference codec (``eval/bench_codec.py``'s ``roundtrip_of`` spec,
+    e.g. ``codec2:1200``)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         run = bench.roundtrip_of(spec, Path(tmp))
-        rows = [score_row(c, spec, *run(c), dnsmos) for c in clips]
-    return summarize(rows, [spec], sorted({c["set"] for c in clips}))[spec]
+        return [score_row(c, spec, *run(c), dnsmos) for c in clips]
+
+
+def score_reference(spec: str, clips: list[dict], dnsmos) -> dict:
+    """Mean PESQ-WB, STOI and DNSMOS OVRL of a reference codec on the clips, and per set."""
+    return summarize(reference_rows(spec, clips, dnsmos), [spec], sorted({c["set"] for c in clips}))[spec]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from speechlm.codec.neural import NeuralCodec
 from speechlm.codec.streaming import decode_stream
 from speechlm.errors import SpeechLMError
 from speechlm.vocoder.model import VocoderConfig
-from speechlm.vocoder.postfilter import frame_pitch, pitch_comb, sharpen
+from speechlm.vocoder.postfilter import PITCH_BAND_HZ, _autocorrelation_basis, _band_bins, frame_pitch, pitch_comb, sharpen
 from tests.conftest import eval_script, voiced
 
 
@@ -33,6 +33,20 @@ def test_sharpen_deepens_valleys_and_keeps_each_frames_energy():
 def _log_stft(x: torch.Tensor) -> torch.Tensor:
     spec = torch.stft(x, 1024, 240, window=torch.hann_window(1024), return_complex=True)
     return spec.abs().clamp(min=1e-5).log()[None]
+
+
+def test_autocorrelation_basis_is_the_inverse_fft_of_the_band_limited_power():
+    """The pitch search's autocorrelation, a matrix product over the bins below PITCH_BAND_HZ at the lags it
+    searches, is what the inverse real FFT of that power gives at lag 0 and those lags."""
+    power = torch.rand(2, 513, 7, dtype=torch.float64)
+    lags = torch.arange(39, 483)
+    k = _band_bins(1024, 24000)
+    assert k == 129 and (k - 1) * 24000 / 1024 <= PITCH_BAND_HZ < k * 24000 / 1024
+    low = torch.zeros_like(power)
+    low[:, :k] = power[:, :k]
+    full = torch.fft.irfft(low, n=1024, dim=1)
+    ours = _autocorrelation_basis(1024, 24000, lags, torch.float64) @ power[:, :k]
+    torch.testing.assert_close(ours, torch.cat([full[:, :1], full[:, lags]], dim=1))
 
 
 def _harmonics(f0: float, seconds: float = 0.5, sr: int = 24000) -> torch.Tensor:
